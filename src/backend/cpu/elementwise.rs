@@ -1,0 +1,180 @@
+//! Elementwise kernels: unary maps and broadcasting binary ops.
+
+use super::par_fill;
+use crate::tensor::Real;
+
+/// Unary functions with their derivatives, shared by forward and backward.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unary {
+    Neg,
+    Exp,
+    Log,
+    Sqrt,
+    Tanh,
+    Sigmoid,
+    Relu,
+    Silu,
+    /// GELU with the exact erf form.
+    Gelu,
+    /// GELU with the tanh approximation.
+    GeluTanh,
+    /// x·sigmoid(1.702x), as in OpenAI CLIP.
+    QuickGelu,
+    Abs,
+    Square,
+    Recip,
+    Sin,
+    Cos,
+}
+
+fn sigmoid<T: Real>(x: T) -> T {
+    T::one() / (T::one() + (-x).exp())
+}
+
+const SQRT_2_OVER_PI: f64 = 0.797_884_560_802_865_4;
+const GELU_TANH_C: f64 = 0.044715;
+
+impl Unary {
+    pub fn name(self) -> &'static str {
+        match self {
+            Unary::Neg => "neg",
+            Unary::Exp => "exp",
+            Unary::Log => "log",
+            Unary::Sqrt => "sqrt",
+            Unary::Tanh => "tanh",
+            Unary::Sigmoid => "sigmoid",
+            Unary::Relu => "relu",
+            Unary::Silu => "silu",
+            Unary::Gelu => "gelu",
+            Unary::GeluTanh => "gelu_tanh",
+            Unary::QuickGelu => "quick_gelu",
+            Unary::Abs => "abs",
+            Unary::Square => "square",
+            Unary::Recip => "recip",
+            Unary::Sin => "sin",
+            Unary::Cos => "cos",
+        }
+    }
+
+    /// f(x)
+    pub fn apply<T: Real>(self, x: T) -> T {
+        let half = T::from_f64(0.5);
+        match self {
+            Unary::Neg => -x,
+            Unary::Exp => x.exp(),
+            Unary::Log => x.ln(),
+            Unary::Sqrt => x.sqrt(),
+            Unary::Tanh => x.tanh(),
+            Unary::Sigmoid => sigmoid(x),
+            Unary::Relu => x.max(T::zero()),
+            Unary::Silu => x * sigmoid(x),
+            Unary::Gelu => half * x * (T::one() + (x * T::from_f64(std::f64::consts::FRAC_1_SQRT_2)).erf()),
+            Unary::GeluTanh => {
+                let inner = T::from_f64(SQRT_2_OVER_PI) * (x + T::from_f64(GELU_TANH_C) * x * x * x);
+                half * x * (T::one() + inner.tanh())
+            }
+            Unary::QuickGelu => x * sigmoid(T::from_f64(1.702) * x),
+            Unary::Abs => x.abs(),
+            Unary::Square => x * x,
+            Unary::Recip => x.recip(),
+            Unary::Sin => x.sin(),
+            Unary::Cos => x.cos(),
+        }
+    }
+
+    /// f'(x), given x and y = f(x).
+    pub fn derivative<T: Real>(self, x: T, y: T) -> T {
+        let one = T::one();
+        let half = T::from_f64(0.5);
+        match self {
+            Unary::Neg => -one,
+            Unary::Exp => y,
+            Unary::Log => one / x,
+            Unary::Sqrt => half / y,
+            Unary::Tanh => one - y * y,
+            Unary::Sigmoid => y * (one - y),
+            Unary::Relu => {
+                if x > T::zero() {
+                    one
+                } else {
+                    T::zero()
+                }
+            }
+            Unary::Silu => {
+                let s = sigmoid(x);
+                s * (one + x * (one - s))
+            }
+            Unary::Gelu => {
+                let cdf = half * (one + (x * T::from_f64(std::f64::consts::FRAC_1_SQRT_2)).erf());
+                let pdf = (-(half * x * x)).exp() * T::from_f64(0.398_942_280_401_432_7);
+                cdf + x * pdf
+            }
+            Unary::GeluTanh => {
+                let c = T::from_f64(SQRT_2_OVER_PI);
+                let a = T::from_f64(GELU_TANH_C);
+                let inner = c * (x + a * x * x * x);
+                let t = inner.tanh();
+                half * (one + t) + half * x * (one - t * t) * c * (one + T::from_f64(3.0) * a * x * x)
+            }
+            Unary::QuickGelu => {
+                let k = T::from_f64(1.702);
+                let s = sigmoid(k * x);
+                s + x * k * s * (one - s)
+            }
+            Unary::Abs => x.signum() * if x == T::zero() { T::zero() } else { one },
+            Unary::Square => T::from_f64(2.0) * x,
+            Unary::Recip => -y * y,
+            Unary::Sin => x.cos(),
+            Unary::Cos => -x.sin(),
+        }
+    }
+}
+
+/// y = f(x) elementwise.
+pub fn unary<T: Real>(op: Unary, x: &[T]) -> Vec<T> {
+    par_fill(x.len(), |i| op.apply(x[i]))
+}
+
+/// dx = dy · f'(x).
+pub fn unary_backward<T: Real>(op: Unary, x: &[T], y: &[T], dy: &[T]) -> Vec<T> {
+    par_fill(x.len(), |i| dy[i] * op.derivative(x[i], y[i]))
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Binary {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Maximum,
+    Minimum,
+}
+
+impl Binary {
+    pub fn name(self) -> &'static str {
+        match self {
+            Binary::Add => "add",
+            Binary::Sub => "sub",
+            Binary::Mul => "mul",
+            Binary::Div => "div",
+            Binary::Maximum => "maximum",
+            Binary::Minimum => "minimum",
+        }
+    }
+
+    pub fn apply<T: Real>(self, a: T, b: T) -> T {
+        match self {
+            Binary::Add => a + b,
+            Binary::Sub => a - b,
+            Binary::Mul => a * b,
+            Binary::Div => a / b,
+            Binary::Maximum => a.max(b),
+            Binary::Minimum => a.min(b),
+        }
+    }
+}
+
+/// out = op(a, b) on equal-length (already broadcast) inputs.
+pub fn binary<T: Real>(op: Binary, a: &[T], b: &[T]) -> Vec<T> {
+    par_fill(a.len(), |i| op.apply(a[i], b[i]))
+}

@@ -1,0 +1,139 @@
+//! Elementwise unary ops and activations (GELU erf/tanh, quick-GELU, SiLU, ReLU,
+//! GEGLU), scalar affine and power.
+
+use crate::autograd::{op_output, Backward};
+use crate::backend::cpu::{self, elementwise::Unary};
+use crate::bail;
+use crate::error::Result;
+use crate::tensor::Tensor;
+
+struct UnaryBack(Unary);
+
+impl Backward for UnaryBack {
+    fn name(&self) -> &'static str {
+        self.0.name()
+    }
+    fn backward(&self, g: &Tensor, inputs: &[Tensor], _: &[bool], out: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        let x = &inputs[0];
+        let dx = crate::with_real!(x.dtype(), T => {
+            let d = cpu::elementwise::unary_backward(
+                self.0,
+                &x.to_vec::<T>(),
+                &out.to_vec::<T>(),
+                &g.to_vec::<T>(),
+            );
+            Tensor::from_values(d, x.shape(), x.dtype())?
+        });
+        Ok(vec![Some(dx)])
+    }
+}
+
+fn unary(op: Unary, x: &Tensor) -> Result<Tensor> {
+    if !x.dtype().is_float() {
+        bail!("{} needs a float tensor, got {}", op.name(), x.dtype());
+    }
+    let storage = crate::with_real!(x.dtype(), T => {
+        cpu::storage_from(cpu::elementwise::unary(op, &x.to_vec::<T>()), x.dtype())
+    });
+    op_output(storage, x.shape(), &[x], || UnaryBack(op))
+}
+
+struct AffineBack(f64);
+impl Backward for AffineBack {
+    fn name(&self) -> &'static str {
+        "affine"
+    }
+    fn backward(&self, g: &Tensor, _: &[Tensor], _: &[bool], _: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        Ok(vec![Some(g.affine(self.0, 0.0)?)])
+    }
+}
+
+/// x * mul + add.
+pub fn affine(x: &Tensor, mul: f64, add: f64) -> Result<Tensor> {
+    let storage = crate::with_real!(x.dtype(), T => {
+        let (m, a) = (T::from_f64(mul), T::from_f64(add));
+        let v = x.to_vec::<T>();
+        cpu::storage_from(cpu::par_fill(v.len(), |i| v[i] * m + a), x.dtype())
+    });
+    op_output(storage, x.shape(), &[x], || AffineBack(mul))
+}
+
+struct PowBack(f64);
+impl Backward for PowBack {
+    fn name(&self) -> &'static str {
+        "powf"
+    }
+    fn backward(&self, g: &Tensor, inputs: &[Tensor], _: &[bool], _: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        Ok(vec![Some(g.mul(&inputs[0].powf(self.0 - 1.0)?.scale(self.0)?)?)])
+    }
+}
+
+impl Tensor {
+    pub fn neg(&self) -> Result<Tensor> {
+        unary(Unary::Neg, self)
+    }
+    pub fn exp(&self) -> Result<Tensor> {
+        unary(Unary::Exp, self)
+    }
+    pub fn log(&self) -> Result<Tensor> {
+        unary(Unary::Log, self)
+    }
+    pub fn sqrt(&self) -> Result<Tensor> {
+        unary(Unary::Sqrt, self)
+    }
+    pub fn tanh(&self) -> Result<Tensor> {
+        unary(Unary::Tanh, self)
+    }
+    pub fn sigmoid(&self) -> Result<Tensor> {
+        unary(Unary::Sigmoid, self)
+    }
+    pub fn relu(&self) -> Result<Tensor> {
+        unary(Unary::Relu, self)
+    }
+    pub fn silu(&self) -> Result<Tensor> {
+        unary(Unary::Silu, self)
+    }
+    /// GELU, exact (erf) form: PyTorch's `gelu(approximate="none")`.
+    pub fn gelu(&self) -> Result<Tensor> {
+        unary(Unary::Gelu, self)
+    }
+    /// GELU, tanh approximation: PyTorch's `gelu(approximate="tanh")`.
+    pub fn gelu_tanh(&self) -> Result<Tensor> {
+        unary(Unary::GeluTanh, self)
+    }
+    /// x·sigmoid(1.702x) (OpenAI CLIP's activation).
+    pub fn quick_gelu(&self) -> Result<Tensor> {
+        unary(Unary::QuickGelu, self)
+    }
+    pub fn abs(&self) -> Result<Tensor> {
+        unary(Unary::Abs, self)
+    }
+    pub fn square(&self) -> Result<Tensor> {
+        unary(Unary::Square, self)
+    }
+    pub fn recip(&self) -> Result<Tensor> {
+        unary(Unary::Recip, self)
+    }
+    pub fn sin(&self) -> Result<Tensor> {
+        unary(Unary::Sin, self)
+    }
+    pub fn cos(&self) -> Result<Tensor> {
+        unary(Unary::Cos, self)
+    }
+
+    /// x^p for a scalar exponent.
+    pub fn powf(&self, p: f64) -> Result<Tensor> {
+        let storage = crate::with_real!(self.dtype(), T => {
+            let v = self.to_vec::<T>();
+            let e = T::from_f64(p);
+            cpu::storage_from(cpu::par_fill(v.len(), |i| v[i].powf(e)), self.dtype())
+        });
+        op_output(storage, self.shape(), &[self], || PowBack(p))
+    }
+
+    /// GEGLU (diffusers): split the last dim in halves (h, gate); h · gelu(gate).
+    pub fn geglu(&self) -> Result<Tensor> {
+        let halves = self.chunk(2, -1)?;
+        halves[0].mul(&halves[1].gelu()?)
+    }
+}

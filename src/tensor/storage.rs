@@ -1,0 +1,278 @@
+//! Storage: the bytes behind tensors, per backend. The CPU variant is either owned
+//! typed vectors or a zero-copy window into a memory-mapped safetensors file.
+
+use super::{DType, Layout, Real};
+use half::{bf16, f16};
+use memmap2::Mmap;
+use std::borrow::Cow;
+use std::sync::Arc;
+
+/// Backend storage. A CUDA variant joins this enum with the `cuda` feature.
+pub enum Storage {
+    Cpu(CpuStorage),
+}
+
+impl Storage {
+    pub fn dtype(&self) -> DType {
+        match self {
+            Storage::Cpu(s) => s.dtype(),
+        }
+    }
+    pub fn len(&self) -> usize {
+        match self {
+            Storage::Cpu(s) => s.len(),
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    pub fn cpu(&self) -> &CpuStorage {
+        match self {
+            Storage::Cpu(s) => s,
+        }
+    }
+}
+
+/// A read-only, suitably aligned byte window of a memory map.
+pub struct MappedBytes {
+    map: Arc<Mmap>,
+    start: usize,
+    len_bytes: usize,
+    dtype: DType,
+}
+
+impl MappedBytes {
+    /// `None` when the window is out of bounds or not aligned for `dtype`
+    /// (the caller then copies the bytes instead).
+    pub fn new(map: Arc<Mmap>, start: usize, len_bytes: usize, dtype: DType) -> Option<Self> {
+        let end = start.checked_add(len_bytes)?;
+        if end > map.len() || len_bytes % dtype.size_in_bytes() != 0 {
+            return None;
+        }
+        let ptr = map[start..].as_ptr() as usize;
+        if ptr % dtype.size_in_bytes() != 0 {
+            return None;
+        }
+        Some(MappedBytes {
+            map,
+            start,
+            len_bytes,
+            dtype,
+        })
+    }
+    fn bytes(&self) -> &[u8] {
+        &self.map[self.start..self.start + self.len_bytes]
+    }
+}
+
+/// CPU storage: owned vectors, or a mapped window (zero-copy weights).
+pub enum CpuStorage {
+    F64(Vec<f64>),
+    F32(Vec<f32>),
+    F16(Vec<f16>),
+    BF16(Vec<bf16>),
+    I64(Vec<i64>),
+    I32(Vec<i32>),
+    U8(Vec<u8>),
+    Mapped(MappedBytes),
+}
+
+/// A borrowed, typed view of CPU storage.
+pub enum CpuSlice<'a> {
+    F64(&'a [f64]),
+    F32(&'a [f32]),
+    F16(&'a [f16]),
+    BF16(&'a [bf16]),
+    I64(&'a [i64]),
+    I32(&'a [i32]),
+    U8(&'a [u8]),
+}
+
+macro_rules! each_slice {
+    ($slice:expr, $s:ident => $body:expr) => {
+        match $slice {
+            CpuSlice::F64($s) => $body,
+            CpuSlice::F32($s) => $body,
+            CpuSlice::F16($s) => $body,
+            CpuSlice::BF16($s) => $body,
+            CpuSlice::I64($s) => $body,
+            CpuSlice::I32($s) => $body,
+            CpuSlice::U8($s) => $body,
+        }
+    };
+}
+
+/// Element types storage can hold, converted through f64.
+pub trait StorageElem: Copy + Send + Sync + 'static {
+    fn as_f64(self) -> f64;
+}
+macro_rules! storage_elem {
+    ($($t:ty => |$v:ident| $e:expr),*) => {$(
+        impl StorageElem for $t { fn as_f64(self) -> f64 { let $v = self; $e } }
+    )*};
+}
+storage_elem!(f64 => |v| v, f32 => |v| v as f64, f16 => |v| v.to_f64(), bf16 => |v| v.to_f64(),
+    i64 => |v| v as f64, i32 => |v| v as f64, u8 => |v| v as f64);
+
+fn convert_slice<S: StorageElem, T: Real>(src: &[S], layout: &Layout) -> Vec<T> {
+    let mut out = Vec::with_capacity(layout.numel());
+    if layout.is_contiguous() {
+        let start = layout.offset();
+        out.extend(
+            src[start..start + layout.numel()]
+                .iter()
+                .map(|&v| T::from_f64(v.as_f64())),
+        );
+    } else {
+        layout.for_each_index(|i| out.push(T::from_f64(src[i].as_f64())));
+    }
+    out
+}
+
+fn gather_same<S: Copy>(src: &[S], layout: &Layout) -> Vec<S> {
+    if layout.is_contiguous() {
+        let start = layout.offset();
+        return src[start..start + layout.numel()].to_vec();
+    }
+    let mut out = Vec::with_capacity(layout.numel());
+    layout.for_each_index(|i| out.push(src[i]));
+    out
+}
+
+impl CpuStorage {
+    pub fn dtype(&self) -> DType {
+        match self {
+            CpuStorage::F64(_) => DType::F64,
+            CpuStorage::F32(_) => DType::F32,
+            CpuStorage::F16(_) => DType::F16,
+            CpuStorage::BF16(_) => DType::BF16,
+            CpuStorage::I64(_) => DType::I64,
+            CpuStorage::I32(_) => DType::I32,
+            CpuStorage::U8(_) => DType::U8,
+            CpuStorage::Mapped(m) => m.dtype,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        each_slice!(self.slice(), s => s.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// True when the bytes are borrowed from a memory map (zero-copy).
+    pub fn is_mapped(&self) -> bool {
+        matches!(self, CpuStorage::Mapped(_))
+    }
+
+    pub fn slice(&self) -> CpuSlice<'_> {
+        match self {
+            CpuStorage::F64(v) => CpuSlice::F64(v),
+            CpuStorage::F32(v) => CpuSlice::F32(v),
+            CpuStorage::F16(v) => CpuSlice::F16(v),
+            CpuStorage::BF16(v) => CpuSlice::BF16(v),
+            CpuStorage::I64(v) => CpuSlice::I64(v),
+            CpuStorage::I32(v) => CpuSlice::I32(v),
+            CpuStorage::U8(v) => CpuSlice::U8(v),
+            // Alignment and length were checked in `MappedBytes::new`.
+            CpuStorage::Mapped(m) => {
+                let b = m.bytes();
+                match m.dtype {
+                    DType::F64 => CpuSlice::F64(bytemuck::cast_slice(b)),
+                    DType::F32 => CpuSlice::F32(bytemuck::cast_slice(b)),
+                    DType::F16 => CpuSlice::F16(bytemuck::cast_slice(b)),
+                    DType::BF16 => CpuSlice::BF16(bytemuck::cast_slice(b)),
+                    DType::I64 => CpuSlice::I64(bytemuck::cast_slice(b)),
+                    DType::I32 => CpuSlice::I32(bytemuck::cast_slice(b)),
+                    DType::U8 => CpuSlice::U8(b),
+                }
+            }
+        }
+    }
+
+    /// The view's elements in row-major order as `T`: borrowed when the storage
+    /// already holds `T` contiguously, converted otherwise.
+    pub fn values<T: Real>(&self, layout: &Layout) -> Cow<'_, [T]> {
+        let slice = self.slice();
+        if layout.is_contiguous() {
+            let (start, n) = (layout.offset(), layout.numel());
+            let borrowed: Option<&[T]> = match slice {
+                CpuSlice::F32(s) if T::DTYPE == DType::F32 => {
+                    Some(bytemuck::cast_slice(&s[start..start + n]))
+                }
+                CpuSlice::F64(s) if T::DTYPE == DType::F64 => {
+                    Some(bytemuck::cast_slice(&s[start..start + n]))
+                }
+                _ => None,
+            };
+            if let Some(b) = borrowed {
+                return Cow::Borrowed(b);
+            }
+        }
+        Cow::Owned(each_slice!(slice, s => convert_slice::<_, T>(s, layout)))
+    }
+
+    /// The view's elements as i64 (for ids and class targets).
+    pub fn values_i64(&self, layout: &Layout) -> Vec<i64> {
+        match self.slice() {
+            CpuSlice::I64(s) => gather_same(s, layout),
+            CpuSlice::I32(s) => gather_same(s, layout).into_iter().map(i64::from).collect(),
+            CpuSlice::U8(s) => gather_same(s, layout).into_iter().map(i64::from).collect(),
+            other => each_slice!(other, s => convert_slice::<_, f64>(s, layout))
+                .into_iter()
+                .map(|v| v as i64)
+                .collect(),
+        }
+    }
+
+    /// Copy the view into new contiguous storage of the same dtype.
+    pub fn gather(&self, layout: &Layout) -> CpuStorage {
+        match self.slice() {
+            CpuSlice::F64(s) => CpuStorage::F64(gather_same(s, layout)),
+            CpuSlice::F32(s) => CpuStorage::F32(gather_same(s, layout)),
+            CpuSlice::F16(s) => CpuStorage::F16(gather_same(s, layout)),
+            CpuSlice::BF16(s) => CpuStorage::BF16(gather_same(s, layout)),
+            CpuSlice::I64(s) => CpuStorage::I64(gather_same(s, layout)),
+            CpuSlice::I32(s) => CpuStorage::I32(gather_same(s, layout)),
+            CpuSlice::U8(s) => CpuStorage::U8(gather_same(s, layout)),
+        }
+    }
+
+    /// Store computed values as `dtype` (rounding to half precision where asked).
+    pub fn from_real<T: Real>(values: Vec<T>, dtype: DType) -> CpuStorage {
+        if dtype == T::DTYPE {
+            return match dtype {
+                DType::F32 => CpuStorage::F32(bytemuck::allocation::cast_vec(values)),
+                _ => CpuStorage::F64(bytemuck::allocation::cast_vec(values)),
+            };
+        }
+        let it = values.iter().map(|v| v.as_f64());
+        match dtype {
+            DType::F64 => CpuStorage::F64(it.collect()),
+            DType::F32 => CpuStorage::F32(values.iter().map(|v| v.as_f32()).collect()),
+            DType::F16 => CpuStorage::F16(values.iter().map(|v| f16::from_f32(v.as_f32())).collect()),
+            DType::BF16 => {
+                CpuStorage::BF16(values.iter().map(|v| bf16::from_f32(v.as_f32())).collect())
+            }
+            DType::I64 => CpuStorage::I64(it.map(|v| v as i64).collect()),
+            DType::I32 => CpuStorage::I32(it.map(|v| v as i32).collect()),
+            DType::U8 => CpuStorage::U8(it.map(|v| v as u8).collect()),
+        }
+    }
+
+    /// Store integer values as `dtype`.
+    pub fn from_i64(values: Vec<i64>, dtype: DType) -> CpuStorage {
+        match dtype {
+            DType::I64 => CpuStorage::I64(values),
+            DType::I32 => CpuStorage::I32(values.into_iter().map(|v| v as i32).collect()),
+            DType::U8 => CpuStorage::U8(values.into_iter().map(|v| v as u8).collect()),
+            _ => CpuStorage::from_real::<f64>(values.into_iter().map(|v| v as f64).collect(), dtype),
+        }
+    }
+
+    /// Raw little-endian bytes of the whole storage (for saving).
+    pub fn as_bytes(&self) -> &[u8] {
+        each_slice!(self.slice(), s => bytemuck::cast_slice(s))
+    }
+}
