@@ -70,8 +70,9 @@ pub fn tol(dtype: DType) -> f64 {
     }
 }
 
-/// Assert |a - b| <= rtol * max(|b|max, 1e-3·scale) elementwise, normalised by the
-/// reference's largest magnitude (robust for values near zero).
+/// Assert |a - e| <= rtol · (|e| + 0.1·max|e|) elementwise: relative error, with a
+/// floor at a tenth of the reference's largest magnitude so that entries that
+/// cancel to near zero are judged against the tensor's scale.
 pub fn assert_close(actual: &Tensor, expected: &Tensor, rtol: f64, what: &str) {
     assert_eq!(actual.shape(), expected.shape(), "{what}: shape");
     let a = actual.to_vec_f64();
@@ -80,7 +81,7 @@ pub fn assert_close(actual: &Tensor, expected: &Tensor, rtol: f64, what: &str) {
     let mut worst = (0.0, 0);
     for (i, (x, y)) in a.iter().zip(&e).enumerate() {
         assert!(x.is_finite() == y.is_finite(), "{what}: element {i}: {x} vs {y}");
-        let err = (x - y).abs() / (y.abs().max(scale * 1e-2));
+        let err = (x - y).abs() / (y.abs() + 0.1 * scale);
         if !(err <= worst.0) {
             worst = (err, i);
         }
@@ -104,4 +105,32 @@ pub fn rand_leaf(rng: &mut Philox, shape: &[usize]) -> Tensor {
 pub fn assert_gradcheck(name: &str, f: impl Fn(&[Tensor]) -> Result<Tensor>, inputs: &[Tensor]) {
     let r = check_gradients(f, inputs, 1e-6).unwrap();
     assert!(r.max_error < 1e-6, "{name}: gradcheck error {:.3e} at input {} element {}", r.max_error, r.worst_input, r.worst_index);
+}
+
+/// Run `f` on fixture inputs cast to `dtype` (as trainable leaves), compare the
+/// output with `out` and the gradients of sum(out·w) with `grads` (one key per
+/// input, "" to skip), at the tolerance of `dtype` scaled by `slack`.
+pub fn check_op(
+    fx: &Fixture,
+    dtype: DType,
+    inputs: &[&str],
+    f: impl Fn(&[Tensor]) -> Result<Tensor>,
+    out: &str,
+    w: &str,
+    grads: &[&str],
+    slack: f64,
+) {
+    let xs: Vec<Tensor> = inputs.iter().map(|k| fx.param(k, dtype)).collect();
+    let y = f(&xs).unwrap_or_else(|e| panic!("{out}: {e}"));
+    assert_eq!(y.dtype(), dtype, "{out}: output dtype");
+    let rtol = tol(dtype) * slack;
+    assert_close(&y, &fx.get(out), rtol, &format!("{out} ({dtype})"));
+    y.mul(&fx.get(w).to_dtype(dtype).unwrap()).unwrap().sum_all().unwrap().backward().unwrap();
+    for (x, key) in xs.iter().zip(grads) {
+        if key.is_empty() {
+            continue;
+        }
+        let g = x.grad().unwrap_or_else(|| panic!("{key}: no gradient"));
+        assert_close(&g, &fx.get(key), rtol, &format!("{key} ({dtype})"));
+    }
 }
