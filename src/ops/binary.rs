@@ -58,9 +58,14 @@ fn binary(op: Binary, a: &Tensor, b: &Tensor) -> Result<Tensor> {
         .map_err(|e| e.context(format!("{}", op.name())))?;
     let dtype = promote(a.dtype(), b.dtype())?;
     let storage = crate::with_real!(dtype, T => {
-        let av = a.broadcast_as(&shape)?.detach().to_vec::<T>();
-        let bv = b.broadcast_as(&shape)?.detach().to_vec::<T>();
-        cpu::storage_from(cpu::elementwise::binary(op, &av, &bv), dtype)
+        // Operands already of the output's shape are read in place (no copy when
+        // contiguous and of the compute dtype); broadcast ones are expanded first.
+        let expand = |t: &Tensor| -> Result<Tensor> {
+            if t.shape() == shape.as_slice() { Ok(t.detach()) } else { Ok(t.broadcast_as(&shape)?.detach()) }
+        };
+        let (ea, eb) = (expand(a)?, expand(b)?);
+        let out = ea.with_values::<T, _>(|av| eb.with_values::<T, _>(|bv| cpu::elementwise::binary(op, av, bv)));
+        cpu::storage_from(out, dtype)
     });
     op_output(storage, &shape, &[a, b], || BinaryBack(op))
 }

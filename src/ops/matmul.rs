@@ -50,20 +50,15 @@ fn matmul_cpu<T: Real>(a: &Tensor, b: &Tensor, batch: &[usize], m: usize, k: usi
     let lb = lb.broadcast_to(&b_shape)?;
     let (oa, ob) = (batch_offsets(&la, batch), batch_offsets(&lb, batch));
     let r = la.rank();
-    let mat = |data: &[T], l: &Layout, off: usize| -> (usize, usize, usize) {
-        let _ = data;
-        (off, l.strides()[r - 2], l.strides()[r - 1])
-    };
-    let mut out = vec![T::zero(); oa.len() * m * n];
+    let (ars, acs, brs, bcs) = (la.strides()[r - 2], la.strides()[r - 1], lb.strides()[r - 2], lb.strides()[r - 1]);
+    let mut out = cpu::poisoned::<T>(oa.len() * m * n);
     let run = |i: usize, dst: &mut [T], threads: bool| {
-        let (ao, ars, acs) = mat(&da, &la, oa[i]);
-        let (bo, brs, bcs) = mat(&db, &lb, ob[i]);
         gemm(
             m,
             n,
             k,
-            MatRef { data: &da, offset: ao, rs: ars, cs: acs },
-            MatRef { data: &db, offset: bo, rs: brs, cs: bcs },
+            MatRef { data: &da, offset: oa[i], rs: ars, cs: acs },
+            MatRef { data: &db, offset: ob[i], rs: brs, cs: bcs },
             dst,
             n,
             false,

@@ -33,7 +33,7 @@ fn unary(op: Unary, x: &Tensor) -> Result<Tensor> {
         bail!("{} needs a float tensor, got {}", op.name(), x.dtype());
     }
     let storage = crate::with_real!(x.dtype(), T => {
-        cpu::storage_from(cpu::elementwise::unary(op, &x.to_vec::<T>()), x.dtype())
+        cpu::storage_from(x.with_values::<T, _>(|v| cpu::elementwise::unary(op, v)), x.dtype())
     });
     op_output(storage, x.shape(), &[x], || UnaryBack(op))
 }

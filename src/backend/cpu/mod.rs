@@ -39,9 +39,15 @@ pub fn storage_from<T: Real>(values: Vec<T>, dtype: crate::tensor::DType) -> Sto
     Storage::Cpu(CpuStorage::from_real(values, dtype))
 }
 
+/// An output buffer poisoned with NaN, for kernels that overwrite every element:
+/// an element a kernel forgets to write shows up as NaN instead of a plausible 0.
+pub fn poisoned<T: Real>(n: usize) -> Vec<T> {
+    vec![T::nan(); n]
+}
+
 /// out[i] = f(i) for all i, in parallel chunks.
 pub fn par_fill<T: Real>(n: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
-    let mut out = vec![T::zero(); n];
+    let mut out = poisoned::<T>(n);
     out.par_chunks_mut(PAR_CHUNK)
         .enumerate()
         .for_each(|(c, chunk)| {
