@@ -2,7 +2,9 @@
 //! typed vectors or a zero-copy window into a memory-mapped safetensors file.
 
 use super::{DType, Layout, Real};
+use half::slice::HalfFloatSliceExt;
 use half::{bf16, f16};
+use rayon::prelude::*;
 use memmap2::Mmap;
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -129,6 +131,35 @@ fn convert_slice<S: StorageElem, T: Real>(src: &[S], layout: &Layout) -> Vec<T> 
     out
 }
 
+/// Elements per parallel task in dtype conversions.
+const CONVERT_CHUNK: usize = 1 << 15;
+
+/// Half-precision slice to f32 (SIMD conversions from `half`, parallel chunks).
+fn half_to_f32<H: Copy + Send + Sync>(src: &[H]) -> Vec<f32>
+where
+    [H]: HalfFloatSliceExt,
+{
+    let mut out = vec![0f32; src.len()];
+    out.par_chunks_mut(CONVERT_CHUNK).enumerate().for_each(|(c, dst)| {
+        let start = c * CONVERT_CHUNK;
+        src[start..start + dst.len()].convert_to_f32_slice(dst);
+    });
+    out
+}
+
+/// f32 slice to a half type, rounding to nearest even (parallel chunks).
+fn f32_to_half<H: Copy + Default + Send + Sync>(src: &[f32]) -> Vec<H>
+where
+    [H]: HalfFloatSliceExt,
+{
+    let mut out = vec![H::default(); src.len()];
+    out.par_chunks_mut(CONVERT_CHUNK).enumerate().for_each(|(c, dst)| {
+        let start = c * CONVERT_CHUNK;
+        dst.convert_from_f32_slice(&src[start..start + dst.len()]);
+    });
+    out
+}
+
 fn gather_same<S: Copy>(src: &[S], layout: &Layout) -> Vec<S> {
     if layout.is_contiguous() {
         let start = layout.offset();
@@ -209,6 +240,16 @@ impl CpuStorage {
             if let Some(b) = borrowed {
                 return Cow::Borrowed(b);
             }
+            if T::DTYPE == DType::F32 {
+                let converted = match slice {
+                    CpuSlice::F16(s) => Some(half_to_f32(&s[start..start + n])),
+                    CpuSlice::BF16(s) => Some(half_to_f32(&s[start..start + n])),
+                    _ => None,
+                };
+                if let Some(v) = converted {
+                    return Cow::Owned(bytemuck::allocation::cast_vec(v));
+                }
+            }
         }
         Cow::Owned(each_slice!(slice, s => convert_slice::<_, T>(s, layout)))
     }
@@ -245,6 +286,13 @@ impl CpuStorage {
             return match dtype {
                 DType::F32 => CpuStorage::F32(bytemuck::allocation::cast_vec(values)),
                 _ => CpuStorage::F64(bytemuck::allocation::cast_vec(values)),
+            };
+        }
+        if T::DTYPE == DType::F32 && dtype.is_half() {
+            let v: Vec<f32> = bytemuck::allocation::cast_vec(values);
+            return match dtype {
+                DType::F16 => CpuStorage::F16(f32_to_half(&v)),
+                _ => CpuStorage::BF16(f32_to_half(&v)),
             };
         }
         let it = values.iter().map(|v| v.as_f64());
