@@ -1,1 +1,13 @@
-//! (in progress)
+//! Optimisation: AdamW with fp32 master weights and fp32 moments, dynamic loss
+//! scaling for half-precision training, gradient-norm clipping, and learning-rate
+//! schedules.
+
+mod adamw;
+mod clip;
+mod loss_scale;
+mod schedule;
+
+pub use adamw::{AdamW, AdamWConfig, ParamGroup};
+pub use clip::clip_grad_norm;
+pub use loss_scale::{LossScaler, LossScalerConfig};
+pub use schedule::WarmupCosine;

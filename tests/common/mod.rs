@@ -17,23 +17,55 @@ pub struct Fixture {
 
 impl Fixture {
     pub fn load(name: &str) -> Fixture {
-        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(format!("{name}.safetensors"));
-        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e} (run scripts/fixtures/make_all.py)", path.display()));
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(format!("{name}.safetensors"));
+        let bytes = std::fs::read(&path).unwrap_or_else(|e| {
+            panic!("{}: {e} (run scripts/fixtures/make_all.py)", path.display())
+        });
         let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
         let mut tensors = HashMap::new();
         for (k, v) in st.tensors() {
             let d = v.data();
             let (vals, dtype): (Vec<f64>, DType) = match v.dtype() {
-                safetensors::Dtype::F64 => (d.chunks(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect(), DType::F64),
-                safetensors::Dtype::F32 => (d.chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64).collect(), DType::F32),
-                safetensors::Dtype::BF16 => (d.chunks(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f64()).collect(), DType::BF16),
-                safetensors::Dtype::F16 => (d.chunks(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f64()).collect(), DType::F16),
-                safetensors::Dtype::I64 => (d.chunks(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f64).collect(), DType::I64),
+                safetensors::Dtype::F64 => (
+                    d.chunks(8)
+                        .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+                        .collect(),
+                    DType::F64,
+                ),
+                safetensors::Dtype::F32 => (
+                    d.chunks(4)
+                        .map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64)
+                        .collect(),
+                    DType::F32,
+                ),
+                safetensors::Dtype::BF16 => (
+                    d.chunks(2)
+                        .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f64())
+                        .collect(),
+                    DType::BF16,
+                ),
+                safetensors::Dtype::F16 => (
+                    d.chunks(2)
+                        .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f64())
+                        .collect(),
+                    DType::F16,
+                ),
+                safetensors::Dtype::I64 => (
+                    d.chunks(8)
+                        .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f64)
+                        .collect(),
+                    DType::I64,
+                ),
                 other => panic!("fixture dtype {other:?} not handled"),
             };
             tensors.insert(k.to_string(), (v.shape().to_vec(), vals, dtype));
         }
-        Fixture { name: name.to_string(), tensors }
+        Fixture {
+            name: name.to_string(),
+            tensors,
+        }
     }
 
     pub fn has(&self, key: &str) -> bool {
@@ -42,7 +74,10 @@ impl Fixture {
 
     /// The fixture tensor `key` in its stored dtype.
     pub fn get(&self, key: &str) -> Tensor {
-        let (shape, vals, dtype) = self.tensors.get(key).unwrap_or_else(|| panic!("fixture {} has no tensor `{key}`", self.name));
+        let (shape, vals, dtype) = self
+            .tensors
+            .get(key)
+            .unwrap_or_else(|| panic!("fixture {} has no tensor `{key}`", self.name));
         if *dtype == DType::I64 {
             return Tensor::from_i64(vals.iter().map(|&v| v as i64).collect(), shape).unwrap();
         }
@@ -80,7 +115,10 @@ pub fn assert_close(actual: &Tensor, expected: &Tensor, rtol: f64, what: &str) {
     let scale = e.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(1e-12);
     let mut worst = (0.0, 0);
     for (i, (x, y)) in a.iter().zip(&e).enumerate() {
-        assert!(x.is_finite() == y.is_finite(), "{what}: element {i}: {x} vs {y}");
+        assert!(
+            x.is_finite() == y.is_finite(),
+            "{what}: element {i}: {x} vs {y}"
+        );
         let err = (x - y).abs() / (y.abs() + 0.1 * scale);
         if !(err <= worst.0) {
             worst = (err, i);
@@ -98,13 +136,22 @@ pub fn assert_close(actual: &Tensor, expected: &Tensor, rtol: f64, what: &str) {
 
 /// Random f64 leaf with values in [-1, 1] (or shifted for domain-restricted ops).
 pub fn rand_leaf(rng: &mut Philox, shape: &[usize]) -> Tensor {
-    Tensor::rand_uniform(rng, -1.0, 1.0, shape, DType::F64).unwrap().into_param().unwrap()
+    Tensor::rand_uniform(rng, -1.0, 1.0, shape, DType::F64)
+        .unwrap()
+        .into_param()
+        .unwrap()
 }
 
 /// Assert autograd matches f64 central finite differences.
 pub fn assert_gradcheck(name: &str, f: impl Fn(&[Tensor]) -> Result<Tensor>, inputs: &[Tensor]) {
     let r = check_gradients(f, inputs, 1e-6).unwrap();
-    assert!(r.max_error < 1e-6, "{name}: gradcheck error {:.3e} at input {} element {}", r.max_error, r.worst_input, r.worst_index);
+    assert!(
+        r.max_error < 1e-6,
+        "{name}: gradcheck error {:.3e} at input {} element {}",
+        r.max_error,
+        r.worst_input,
+        r.worst_index
+    );
 }
 
 /// Run `f` on fixture inputs cast to `dtype` (as trainable leaves), compare the
@@ -125,7 +172,12 @@ pub fn check_op(
     assert_eq!(y.dtype(), dtype, "{out}: output dtype");
     let rtol = tol(dtype) * slack;
     assert_close(&y, &fx.get(out), rtol, &format!("{out} ({dtype})"));
-    y.mul(&fx.get(w).to_dtype(dtype).unwrap()).unwrap().sum_all().unwrap().backward().unwrap();
+    y.mul(&fx.get(w).to_dtype(dtype).unwrap())
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
     for (x, key) in xs.iter().zip(grads) {
         if key.is_empty() {
             continue;
