@@ -71,13 +71,19 @@ impl Tensor {
             bail!("backward() on a tensor that does not require grad (no trainable input, or computed under no_grad)");
         }
         if grad.shape() != self.shape() {
-            bail!("backward gradient shape {:?} != output shape {:?}", grad.shape(), self.shape());
+            bail!(
+                "backward gradient shape {:?} != output shape {:?}",
+                grad.shape(),
+                self.shape()
+            );
         }
         let _guard = no_grad();
         let mut grads: HashMap<TensorId, Tensor> = HashMap::new();
         grads.insert(self.id(), grad.clone());
         for t in reverse_topological(self) {
-            let Some(g) = grads.remove(&t.id()) else { continue };
+            let Some(g) = grads.remove(&t.id()) else {
+                continue;
+            };
             match t.node() {
                 Some(node) => {
                     let input_grads = node
@@ -85,9 +91,16 @@ impl Tensor {
                         .backward(&g, &node.inputs, &node.needs_grad, &t)
                         .with_context(|| format!("backward of {}", node.op_name()))?;
                     if input_grads.len() != node.inputs.len() {
-                        bail!("backward of {} returned {} gradients for {} inputs", node.op_name(), input_grads.len(), node.inputs.len());
+                        bail!(
+                            "backward of {} returned {} gradients for {} inputs",
+                            node.op_name(),
+                            input_grads.len(),
+                            node.inputs.len()
+                        );
                     }
-                    for ((input, needs), ig) in node.inputs.iter().zip(&node.needs_grad).zip(input_grads) {
+                    for ((input, needs), ig) in
+                        node.inputs.iter().zip(&node.needs_grad).zip(input_grads)
+                    {
                         if !needs {
                             continue;
                         }

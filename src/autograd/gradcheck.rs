@@ -22,12 +22,18 @@ pub fn check_gradients(
 ) -> Result<GradCheckReport> {
     for (i, x) in inputs.iter().enumerate() {
         if x.dtype() != DType::F64 || !x.is_leaf() {
-            bail!("gradcheck input {i} must be an f64 leaf, got {} (leaf: {})", x.dtype(), x.is_leaf());
+            bail!(
+                "gradcheck input {i} must be an f64 leaf, got {} (leaf: {})",
+                x.dtype(),
+                x.is_leaf()
+            );
         }
     }
     let out = f(inputs)?;
     // A deterministic, non-constant weighting of the outputs.
-    let w: Vec<f64> = (0..out.numel()).map(|i| 0.5 + ((i * 7919 % 97) as f64) / 97.0).collect();
+    let w: Vec<f64> = (0..out.numel())
+        .map(|i| 0.5 + ((i * 7919 % 97) as f64) / 97.0)
+        .collect();
     let w = Tensor::from_vec(w, out.shape())?;
     let objective = |xs: &[Tensor]| -> Result<f64> {
         let _g = crate::autograd::no_grad();
@@ -37,7 +43,11 @@ pub fn check_gradients(
         x.clear_grad();
     }
     out.mul(&w)?.sum_all()?.backward()?;
-    let mut report = GradCheckReport { max_error: 0.0, worst_input: 0, worst_index: 0 };
+    let mut report = GradCheckReport {
+        max_error: 0.0,
+        worst_input: 0,
+        worst_index: 0,
+    };
     for (i, x) in inputs.iter().enumerate() {
         if !x.requires_grad() {
             continue;
@@ -54,14 +64,24 @@ pub fn check_gradients(
                 let xs: Vec<Tensor> = inputs
                     .iter()
                     .enumerate()
-                    .map(|(k, t)| if k == i { Tensor::from_vec(v.clone(), x.shape()) } else { Ok(t.clone()) })
+                    .map(|(k, t)| {
+                        if k == i {
+                            Tensor::from_vec(v.clone(), x.shape())
+                        } else {
+                            Ok(t.clone())
+                        }
+                    })
                     .collect::<Result<_>>()?;
                 objective(&xs)
             };
             let numeric = (shifted(eps)? - shifted(-eps)?) / (2.0 * eps);
             let err = (analytic[j] - numeric).abs() / numeric.abs().max(1.0);
-            if !(err <= report.max_error) {
-                report = GradCheckReport { max_error: err, worst_input: i, worst_index: j };
+            if err > report.max_error || err.is_nan() {
+                report = GradCheckReport {
+                    max_error: err,
+                    worst_input: i,
+                    worst_index: j,
+                };
             }
         }
     }

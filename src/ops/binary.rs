@@ -12,7 +12,13 @@ impl Backward for BinaryBack {
     fn name(&self) -> &'static str {
         self.0.name()
     }
-    fn backward(&self, g: &Tensor, inputs: &[Tensor], needs: &[bool], out: &Tensor) -> Result<Vec<Option<Tensor>>> {
+    fn backward(
+        &self,
+        g: &Tensor,
+        inputs: &[Tensor],
+        needs: &[bool],
+        out: &Tensor,
+    ) -> Result<Vec<Option<Tensor>>> {
         let (a, b) = (&inputs[0], &inputs[1]);
         let (ga, gb) = match self.0 {
             Binary::Add => (g.clone(), g.clone()),
@@ -24,7 +30,11 @@ impl Backward for BinaryBack {
             Binary::Div => (
                 if needs[0] { g.div(b)? } else { g.clone() },
                 // d(a/b)/db = -out/b
-                if needs[1] { g.mul(out)?.div(b)?.neg()? } else { g.clone() },
+                if needs[1] {
+                    g.mul(out)?.div(b)?.neg()?
+                } else {
+                    g.clone()
+                },
             ),
             Binary::Maximum | Binary::Minimum => {
                 // The gradient goes to the input that was selected (a on ties).
@@ -35,8 +45,16 @@ impl Backward for BinaryBack {
             }
         };
         Ok(vec![
-            if needs[0] { Some(ga.sum_to(a.shape())?.to_dtype(a.dtype())?) } else { None },
-            if needs[1] { Some(gb.sum_to(b.shape())?.to_dtype(b.dtype())?) } else { None },
+            if needs[0] {
+                Some(ga.sum_to(a.shape())?.to_dtype(a.dtype())?)
+            } else {
+                None
+            },
+            if needs[1] {
+                Some(gb.sum_to(b.shape())?.to_dtype(b.dtype())?)
+            } else {
+                None
+            },
         ])
     }
 }
@@ -54,8 +72,7 @@ fn promote(a: DType, b: DType) -> Result<DType> {
 }
 
 fn binary(op: Binary, a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    let shape = broadcast_shapes(a.shape(), b.shape())
-        .map_err(|e| e.context(format!("{}", op.name())))?;
+    let shape = broadcast_shapes(a.shape(), b.shape()).map_err(|e| e.context(op.name()))?;
     let dtype = promote(a.dtype(), b.dtype())?;
     let storage = crate::with_real!(dtype, T => {
         // Operands already of the output's shape are read in place (no copy when

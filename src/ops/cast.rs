@@ -9,7 +9,13 @@ impl Backward for CastBack {
     fn name(&self) -> &'static str {
         "to_dtype"
     }
-    fn backward(&self, g: &Tensor, inputs: &[Tensor], _: &[bool], _: &Tensor) -> Result<Vec<Option<Tensor>>> {
+    fn backward(
+        &self,
+        g: &Tensor,
+        inputs: &[Tensor],
+        _: &[bool],
+        _: &Tensor,
+    ) -> Result<Vec<Option<Tensor>>> {
         Ok(vec![Some(g.to_dtype(inputs[0].dtype())?)])
     }
 }
@@ -23,7 +29,10 @@ impl Tensor {
         let storage = if !self.dtype().is_float() || !dtype.is_float() {
             // Integer involved: go through i64 (floats truncate toward zero).
             if self.dtype().is_float() {
-                CpuStorage::from_i64(self.to_vec_f64().into_iter().map(|v| v as i64).collect(), dtype)
+                CpuStorage::from_i64(
+                    self.to_vec_f64().into_iter().map(|v| v as i64).collect(),
+                    dtype,
+                )
             } else {
                 CpuStorage::from_i64(self.to_vec_i64(), dtype)
             }

@@ -13,7 +13,13 @@ impl Backward for CatBack {
     fn name(&self) -> &'static str {
         "cat"
     }
-    fn backward(&self, g: &Tensor, inputs: &[Tensor], needs: &[bool], _: &Tensor) -> Result<Vec<Option<Tensor>>> {
+    fn backward(
+        &self,
+        g: &Tensor,
+        inputs: &[Tensor],
+        needs: &[bool],
+        _: &Tensor,
+    ) -> Result<Vec<Option<Tensor>>> {
         let mut start = 0;
         let mut grads = Vec::with_capacity(inputs.len());
         for (x, &need) in inputs.iter().zip(needs) {

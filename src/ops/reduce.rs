@@ -51,11 +51,21 @@ impl Backward for SumBack {
     fn name(&self) -> &'static str {
         "sum"
     }
-    fn backward(&self, g: &Tensor, inputs: &[Tensor], _: &[bool], _: &Tensor) -> Result<Vec<Option<Tensor>>> {
+    fn backward(
+        &self,
+        g: &Tensor,
+        inputs: &[Tensor],
+        _: &[bool],
+        _: &Tensor,
+    ) -> Result<Vec<Option<Tensor>>> {
         let x = &inputs[0];
         let keep = reduced_shape(x.shape(), &self.dims, true);
         let g = g.reshape(&keep)?.broadcast_as(x.shape())?.contiguous()?;
-        let g = if self.scale != 1.0 { g.scale(self.scale)? } else { g };
+        let g = if self.scale != 1.0 {
+            g.scale(self.scale)?
+        } else {
+            g
+        };
         Ok(vec![Some(g)])
     }
 }
@@ -87,7 +97,13 @@ impl Backward for MaxBack {
     fn name(&self) -> &'static str {
         "max"
     }
-    fn backward(&self, g: &Tensor, inputs: &[Tensor], _: &[bool], _: &Tensor) -> Result<Vec<Option<Tensor>>> {
+    fn backward(
+        &self,
+        g: &Tensor,
+        inputs: &[Tensor],
+        _: &[bool],
+        _: &Tensor,
+    ) -> Result<Vec<Option<Tensor>>> {
         let x = &inputs[0];
         let (_, _, outer, inner) = split_reduced(x, &[self.dim])?;
         crate::with_real!(x.dtype(), T => {

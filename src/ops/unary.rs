@@ -13,7 +13,13 @@ impl Backward for UnaryBack {
     fn name(&self) -> &'static str {
         self.0.name()
     }
-    fn backward(&self, g: &Tensor, inputs: &[Tensor], _: &[bool], out: &Tensor) -> Result<Vec<Option<Tensor>>> {
+    fn backward(
+        &self,
+        g: &Tensor,
+        inputs: &[Tensor],
+        _: &[bool],
+        out: &Tensor,
+    ) -> Result<Vec<Option<Tensor>>> {
         let x = &inputs[0];
         let dx = crate::with_real!(x.dtype(), T => {
             let d = cpu::elementwise::unary_backward(
@@ -43,7 +49,13 @@ impl Backward for AffineBack {
     fn name(&self) -> &'static str {
         "affine"
     }
-    fn backward(&self, g: &Tensor, _: &[Tensor], _: &[bool], _: &Tensor) -> Result<Vec<Option<Tensor>>> {
+    fn backward(
+        &self,
+        g: &Tensor,
+        _: &[Tensor],
+        _: &[bool],
+        _: &Tensor,
+    ) -> Result<Vec<Option<Tensor>>> {
         Ok(vec![Some(g.affine(self.0, 0.0)?)])
     }
 }
@@ -63,8 +75,16 @@ impl Backward for PowBack {
     fn name(&self) -> &'static str {
         "powf"
     }
-    fn backward(&self, g: &Tensor, inputs: &[Tensor], _: &[bool], _: &Tensor) -> Result<Vec<Option<Tensor>>> {
-        Ok(vec![Some(g.mul(&inputs[0].powf(self.0 - 1.0)?.scale(self.0)?)?)])
+    fn backward(
+        &self,
+        g: &Tensor,
+        inputs: &[Tensor],
+        _: &[bool],
+        _: &Tensor,
+    ) -> Result<Vec<Option<Tensor>>> {
+        Ok(vec![Some(
+            g.mul(&inputs[0].powf(self.0 - 1.0)?.scale(self.0)?)?,
+        )])
     }
 }
 

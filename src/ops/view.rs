@@ -11,7 +11,13 @@ impl Backward for ReshapeBack {
     fn name(&self) -> &'static str {
         "reshape"
     }
-    fn backward(&self, g: &Tensor, inputs: &[Tensor], _: &[bool], _: &Tensor) -> Result<Vec<Option<Tensor>>> {
+    fn backward(
+        &self,
+        g: &Tensor,
+        inputs: &[Tensor],
+        _: &[bool],
+        _: &Tensor,
+    ) -> Result<Vec<Option<Tensor>>> {
         Ok(vec![Some(g.reshape(inputs[0].shape())?)])
     }
 }
@@ -21,7 +27,13 @@ impl Backward for PermuteBack {
     fn name(&self) -> &'static str {
         "permute"
     }
-    fn backward(&self, g: &Tensor, _: &[Tensor], _: &[bool], _: &Tensor) -> Result<Vec<Option<Tensor>>> {
+    fn backward(
+        &self,
+        g: &Tensor,
+        _: &[Tensor],
+        _: &[bool],
+        _: &Tensor,
+    ) -> Result<Vec<Option<Tensor>>> {
         let mut inverse = vec![0; self.0.len()];
         for (i, &p) in self.0.iter().enumerate() {
             inverse[p] = i;
@@ -38,8 +50,18 @@ impl Backward for NarrowBack {
     fn name(&self) -> &'static str {
         "narrow"
     }
-    fn backward(&self, g: &Tensor, inputs: &[Tensor], _: &[bool], _: &Tensor) -> Result<Vec<Option<Tensor>>> {
-        Ok(vec![Some(g.pad_into(inputs[0].shape(), self.dim, self.start)?)])
+    fn backward(
+        &self,
+        g: &Tensor,
+        inputs: &[Tensor],
+        _: &[bool],
+        _: &Tensor,
+    ) -> Result<Vec<Option<Tensor>>> {
+        Ok(vec![Some(g.pad_into(
+            inputs[0].shape(),
+            self.dim,
+            self.start,
+        )?)])
     }
 }
 
@@ -48,7 +70,13 @@ impl Backward for BroadcastBack {
     fn name(&self) -> &'static str {
         "broadcast"
     }
-    fn backward(&self, g: &Tensor, inputs: &[Tensor], _: &[bool], _: &Tensor) -> Result<Vec<Option<Tensor>>> {
+    fn backward(
+        &self,
+        g: &Tensor,
+        inputs: &[Tensor],
+        _: &[bool],
+        _: &Tensor,
+    ) -> Result<Vec<Option<Tensor>>> {
         Ok(vec![Some(g.sum_to(inputs[0].shape())?)])
     }
 }
@@ -58,18 +86,28 @@ impl Backward for ContiguousBack {
     fn name(&self) -> &'static str {
         "contiguous"
     }
-    fn backward(&self, g: &Tensor, _: &[Tensor], _: &[bool], _: &Tensor) -> Result<Vec<Option<Tensor>>> {
+    fn backward(
+        &self,
+        g: &Tensor,
+        _: &[Tensor],
+        _: &[bool],
+        _: &Tensor,
+    ) -> Result<Vec<Option<Tensor>>> {
         Ok(vec![Some(g.clone())])
     }
 }
 
 /// Resolve a shape with at most one `-1` entry against `numel`.
 fn infer_shape(shape: &[isize], numel: usize) -> Result<Vec<usize>> {
-    let known: usize = shape.iter().filter(|&&d| d >= 0).map(|&d| d as usize).product();
+    let known: usize = shape
+        .iter()
+        .filter(|&&d| d >= 0)
+        .map(|&d| d as usize)
+        .product();
     let holes = shape.iter().filter(|&&d| d < 0).count();
     match holes {
         0 => Ok(shape.iter().map(|&d| d as usize).collect()),
-        1 if known > 0 && numel % known == 0 => Ok(shape
+        1 if known > 0 && numel.is_multiple_of(known) => Ok(shape
             .iter()
             .map(|&d| if d < 0 { numel / known } else { d as usize })
             .collect()),
@@ -82,13 +120,24 @@ impl Tensor {
     pub fn reshape(&self, shape: &[usize]) -> Result<Tensor> {
         let n: usize = shape.iter().product();
         if n != self.numel() {
-            bail!("cannot reshape {:?} ({} elements) to {shape:?}", self.shape(), self.numel());
+            bail!(
+                "cannot reshape {:?} ({} elements) to {shape:?}",
+                self.shape(),
+                self.numel()
+            );
         }
         if shape == self.shape() {
             return Ok(self.clone());
         }
-        let base = if self.is_contiguous() { self.clone() } else { self.contiguous()? };
-        let layout = base.layout().reshape(shape).expect("contiguous layouts reshape");
+        let base = if self.is_contiguous() {
+            self.clone()
+        } else {
+            self.contiguous()?
+        };
+        let layout = base
+            .layout()
+            .reshape(shape)
+            .expect("contiguous layouts reshape");
         let node = record(&[&base], || ReshapeBack);
         Ok(base.view_with(layout, node))
     }
@@ -141,7 +190,9 @@ impl Tensor {
         if n == 0 || size % n != 0 {
             bail!("cannot chunk dimension of size {size} into {n} equal parts");
         }
-        (0..n).map(|i| self.narrow(dim, i * size / n, size / n)).collect()
+        (0..n)
+            .map(|i| self.narrow(dim, i * size / n, size / n))
+            .collect()
     }
 
     /// Split along `dim` into pieces of the given sizes (views).
@@ -183,7 +234,10 @@ impl Tensor {
     pub fn squeeze(&self, dim: isize) -> Result<Tensor> {
         let dim = resolve_dim(dim, self.rank())?;
         if self.shape()[dim] != 1 {
-            bail!("squeeze({dim}) on a dimension of size {}", self.shape()[dim]);
+            bail!(
+                "squeeze({dim}) on a dimension of size {}",
+                self.shape()[dim]
+            );
         }
         let mut shape = self.shape().to_vec();
         shape.remove(dim);
@@ -193,7 +247,11 @@ impl Tensor {
     /// Reshape that only adds/removes unit dims: always a view, any layout.
     fn reshape_view(&self, shape: &[usize]) -> Result<Tensor> {
         let mut strides = Vec::with_capacity(shape.len());
-        let mut src = self.shape().iter().zip(self.layout().strides()).filter(|(&d, _)| d != 1);
+        let mut src = self
+            .shape()
+            .iter()
+            .zip(self.layout().strides())
+            .filter(|(&d, _)| d != 1);
         for &d in shape {
             if d == 1 {
                 strides.push(0);

@@ -35,7 +35,10 @@ impl Tensor {
     /// An integer tensor (i64) of ids or class indices.
     pub fn from_i64(values: Vec<i64>, shape: &[usize]) -> Result<Tensor> {
         check_len(values.len(), shape)?;
-        Tensor::from_storage(Storage::Cpu(CpuStorage::I64(values)), Layout::contiguous(shape))
+        Tensor::from_storage(
+            Storage::Cpu(CpuStorage::I64(values)),
+            Layout::contiguous(shape),
+        )
     }
 
     pub fn full(value: f64, shape: &[usize], dtype: DType) -> Result<Tensor> {
@@ -77,9 +80,19 @@ impl Tensor {
     }
 
     /// Uniform samples in [lo, hi).
-    pub fn rand_uniform(rng: &mut Philox, lo: f64, hi: f64, shape: &[usize], dtype: DType) -> Result<Tensor> {
+    pub fn rand_uniform(
+        rng: &mut Philox,
+        lo: f64,
+        hi: f64,
+        shape: &[usize],
+        dtype: DType,
+    ) -> Result<Tensor> {
         let n = shape.iter().product();
-        let v = rng.uniform(n).into_iter().map(|u| lo + (hi - lo) * u).collect();
+        let v = rng
+            .uniform(n)
+            .into_iter()
+            .map(|u| lo + (hi - lo) * u)
+            .collect();
         Tensor::from_values::<f64>(v, shape, dtype)
     }
 

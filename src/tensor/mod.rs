@@ -10,9 +10,9 @@ mod real;
 mod storage;
 
 pub use device::Device;
-pub use num_traits;
 pub use dtype::DType;
 pub use layout::{broadcast_shapes, contiguous_strides, resolve_dim, Layout};
+pub use num_traits;
 pub use random::Philox;
 pub use real::Real;
 pub use storage::{CpuSlice, CpuStorage, MappedBytes, Storage};
@@ -112,7 +112,13 @@ impl Tensor {
 
     /// A tensor sharing this one's storage with a different layout (a view).
     pub(crate) fn view_with(&self, layout: Layout, node: Option<Node>) -> Tensor {
-        Tensor::from_parts(self.0.storage.clone(), layout, self.0.dtype, self.0.device, node)
+        Tensor::from_parts(
+            self.0.storage.clone(),
+            layout,
+            self.0.dtype,
+            self.0.device,
+            node,
+        )
     }
 
     pub fn id(&self) -> TensorId {
@@ -219,7 +225,10 @@ impl Tensor {
             bail!("set_requires_grad on a non-leaf tensor (use detach() first)");
         }
         if on && !self.dtype().is_float() {
-            bail!("only float tensors can require gradients, not {}", self.dtype());
+            bail!(
+                "only float tensors can require gradients, not {}",
+                self.dtype()
+            );
         }
         self.0.requires_grad.store(on, Ordering::Relaxed);
         if !on {
@@ -237,7 +246,11 @@ impl Tensor {
 
     /// The accumulated gradient of a leaf (f32 for half leaves, else the leaf's dtype).
     pub fn grad(&self) -> Option<Tensor> {
-        self.0.grad.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.0
+            .grad
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn clear_grad(&self) {
@@ -263,7 +276,10 @@ impl Tensor {
                 self.shape()
             );
         }
-        if !self.is_contiguous() || self.layout().offset() != 0 || self.storage().len() != self.numel() {
+        if !self.is_contiguous()
+            || self.layout().offset() != 0
+            || self.storage().len() != self.numel()
+        {
             bail!("set_data needs a tensor that owns its whole storage contiguously");
         }
         let storage = crate::with_real!(self.dtype(), T => {

@@ -4,8 +4,8 @@
 use super::{DType, Layout, Real};
 use half::slice::HalfFloatSliceExt;
 use half::{bf16, f16};
-use rayon::prelude::*;
 use memmap2::Mmap;
+use rayon::prelude::*;
 use std::borrow::Cow;
 use std::sync::Arc;
 
@@ -48,11 +48,11 @@ impl MappedBytes {
     /// (the caller then copies the bytes instead).
     pub fn new(map: Arc<Mmap>, start: usize, len_bytes: usize, dtype: DType) -> Option<Self> {
         let end = start.checked_add(len_bytes)?;
-        if end > map.len() || len_bytes % dtype.size_in_bytes() != 0 {
+        if end > map.len() || !len_bytes.is_multiple_of(dtype.size_in_bytes()) {
             return None;
         }
         let ptr = map[start..].as_ptr() as usize;
-        if ptr % dtype.size_in_bytes() != 0 {
+        if !ptr.is_multiple_of(dtype.size_in_bytes()) {
             return None;
         }
         Some(MappedBytes {
@@ -140,10 +140,12 @@ where
     [H]: HalfFloatSliceExt,
 {
     let mut out = vec![0f32; src.len()];
-    out.par_chunks_mut(CONVERT_CHUNK).enumerate().for_each(|(c, dst)| {
-        let start = c * CONVERT_CHUNK;
-        src[start..start + dst.len()].convert_to_f32_slice(dst);
-    });
+    out.par_chunks_mut(CONVERT_CHUNK)
+        .enumerate()
+        .for_each(|(c, dst)| {
+            let start = c * CONVERT_CHUNK;
+            src[start..start + dst.len()].convert_to_f32_slice(dst);
+        });
     out
 }
 
@@ -153,10 +155,12 @@ where
     [H]: HalfFloatSliceExt,
 {
     let mut out = vec![H::default(); src.len()];
-    out.par_chunks_mut(CONVERT_CHUNK).enumerate().for_each(|(c, dst)| {
-        let start = c * CONVERT_CHUNK;
-        dst.convert_from_f32_slice(&src[start..start + dst.len()]);
-    });
+    out.par_chunks_mut(CONVERT_CHUNK)
+        .enumerate()
+        .for_each(|(c, dst)| {
+            let start = c * CONVERT_CHUNK;
+            dst.convert_from_f32_slice(&src[start..start + dst.len()]);
+        });
     out
 }
 
@@ -299,7 +303,9 @@ impl CpuStorage {
         match dtype {
             DType::F64 => CpuStorage::F64(it.collect()),
             DType::F32 => CpuStorage::F32(values.iter().map(|v| v.as_f32()).collect()),
-            DType::F16 => CpuStorage::F16(values.iter().map(|v| f16::from_f32(v.as_f32())).collect()),
+            DType::F16 => {
+                CpuStorage::F16(values.iter().map(|v| f16::from_f32(v.as_f32())).collect())
+            }
             DType::BF16 => {
                 CpuStorage::BF16(values.iter().map(|v| bf16::from_f32(v.as_f32())).collect())
             }
@@ -315,7 +321,9 @@ impl CpuStorage {
             DType::I64 => CpuStorage::I64(values),
             DType::I32 => CpuStorage::I32(values.into_iter().map(|v| v as i32).collect()),
             DType::U8 => CpuStorage::U8(values.into_iter().map(|v| v as u8).collect()),
-            _ => CpuStorage::from_real::<f64>(values.into_iter().map(|v| v as f64).collect(), dtype),
+            _ => {
+                CpuStorage::from_real::<f64>(values.into_iter().map(|v| v as f64).collect(), dtype)
+            }
         }
     }
 

@@ -120,7 +120,7 @@ pub fn assert_close(actual: &Tensor, expected: &Tensor, rtol: f64, what: &str) {
             "{what}: element {i}: {x} vs {y}"
         );
         let err = (x - y).abs() / (y.abs() + 0.1 * scale);
-        if !(err <= worst.0) {
+        if err > worst.0 || err.is_nan() {
             worst = (err, i);
         }
     }
@@ -157,6 +157,7 @@ pub fn assert_gradcheck(name: &str, f: impl Fn(&[Tensor]) -> Result<Tensor>, inp
 /// Run `f` on fixture inputs cast to `dtype` (as trainable leaves), compare the
 /// output with `out` and the gradients of sum(out·w) with `grads` (one key per
 /// input, "" to skip), at the tolerance of `dtype` scaled by `slack`.
+#[allow(clippy::too_many_arguments)]
 pub fn check_op(
     fx: &Fixture,
     dtype: DType,

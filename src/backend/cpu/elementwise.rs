@@ -68,9 +68,12 @@ impl Unary {
             Unary::Sigmoid => sigmoid(x),
             Unary::Relu => x.max(T::zero()),
             Unary::Silu => x * sigmoid(x),
-            Unary::Gelu => half * x * (T::one() + (x * T::from_f64(std::f64::consts::FRAC_1_SQRT_2)).erf()),
+            Unary::Gelu => {
+                half * x * (T::one() + (x * T::from_f64(std::f64::consts::FRAC_1_SQRT_2)).erf())
+            }
             Unary::GeluTanh => {
-                let inner = T::from_f64(SQRT_2_OVER_PI) * (x + T::from_f64(GELU_TANH_C) * x * x * x);
+                let inner =
+                    T::from_f64(SQRT_2_OVER_PI) * (x + T::from_f64(GELU_TANH_C) * x * x * x);
                 half * x * (T::one() + inner.tanh())
             }
             Unary::QuickGelu => x * sigmoid(T::from_f64(1.702) * x),
@@ -114,7 +117,8 @@ impl Unary {
                 let a = T::from_f64(GELU_TANH_C);
                 let inner = c * (x + a * x * x * x);
                 let t = inner.tanh();
-                half * (one + t) + half * x * (one - t * t) * c * (one + T::from_f64(3.0) * a * x * x)
+                half * (one + t)
+                    + half * x * (one - t * t) * c * (one + T::from_f64(3.0) * a * x * x)
             }
             Unary::QuickGelu => {
                 let k = T::from_f64(1.702);
