@@ -8,6 +8,7 @@ mod group_norm;
 pub mod init;
 mod layer_norm;
 mod linear;
+mod state;
 
 pub use batch_norm::BatchNorm2d;
 pub use conv::{Conv2d, Conv2dConfig};
@@ -15,6 +16,7 @@ pub use embedding::Embedding;
 pub use group_norm::GroupNorm;
 pub use layer_norm::LayerNorm;
 pub use linear::Linear;
+pub use state::{load_state_dict, save_state_dict};
 
 use crate::error::Result;
 use crate::tensor::Tensor;

@@ -187,3 +187,26 @@ pub fn check_op(
         assert_close(&g, &fx.get(key), rtol, &format!("{key} ({dtype})"));
     }
 }
+
+/// max|actual − expected| <= rtol · max(max|expected|, floor): the error measured
+/// against the reference's scale, so entries that cancel to near zero do not
+/// dominate (used where rounding accumulates through a chain, as in bf16). The
+/// floor covers references that are (mathematically) zero. NaN always fails.
+pub fn assert_scaled(actual: &Tensor, expected: &Tensor, rtol: f64, floor: f64, what: &str) {
+    assert_eq!(actual.shape(), expected.shape(), "{what}: shape");
+    let (a, e) = (actual.to_vec_f64(), expected.to_vec_f64());
+    let scale = e.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(floor);
+    let (mut worst, mut at) = (0.0f64, 0);
+    for (i, (x, y)) in a.iter().zip(&e).enumerate() {
+        let err = (x - y).abs() / scale;
+        if err.is_nan() || err > worst {
+            (worst, at) = (err, i);
+        }
+    }
+    assert!(
+        worst <= rtol,
+        "{what}: error {worst:.2e} of scale {scale:.3e} > {rtol:.0e} at {at} ({} vs {})",
+        a[at],
+        e[at]
+    );
+}
