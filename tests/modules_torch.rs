@@ -19,6 +19,7 @@ fn fixture_set() -> TensorSet {
     .unwrap()
 }
 
+#[allow(clippy::too_many_arguments)]
 fn conv(
     rng: &mut Philox,
     cin: usize,

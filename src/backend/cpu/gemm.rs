@@ -1,7 +1,11 @@
-//! Dense matrix multiply on the `gemm` crate (AVX-512 kernels, rayon threads).
-//! Picked over `matrixmultiply` by measurement (see benches/cpu_gemm_conv.rs).
+//! Dense matrix multiply: our AVX2/FMA kernel (sgemm/) for f32 where the CPU has it,
+//! the `gemm` crate for f64 and as the fallback (see benches/cpu_gemm_conv.rs, tests/gemm.rs).
 
-use crate::tensor::Real;
+use crate::tensor::{DType, Real};
+
+#[cfg(target_arch = "x86_64")]
+#[path = "sgemm/mod.rs"]
+mod sgemm;
 
 /// A strided matrix view: element (i, j) lives at `data[offset + i*rs + j*cs]`.
 #[derive(Clone, Copy, Debug)]
@@ -44,6 +48,22 @@ pub fn matmul<T: Real>(
     assert!(a.offset + (m - 1) * a.rs + (k - 1) * a.cs < a.data.len());
     assert!(b.offset + (k - 1) * b.rs + (n - 1) * b.cs < b.data.len());
     assert!((m - 1) * ldd + n <= dst.len());
+    #[cfg(target_arch = "x86_64")]
+    if T::DTYPE == DType::F32 && sgemm::preferred(m, n) && sgemm::available() {
+        let dst = bytemuck::cast_slice_mut::<T, f32>(dst);
+        sgemm::sgemm(
+            m,
+            n,
+            k,
+            as_f32(a),
+            as_f32(b),
+            dst,
+            ldd,
+            accumulate,
+            allow_threads,
+        );
+        return;
+    }
     let threads = if allow_threads && m * n * k >= PARALLEL_MIN_WORK {
         gemm::Parallelism::Rayon(rayon::current_num_threads())
     } else {
@@ -73,5 +93,16 @@ pub fn matmul<T: Real>(
             false,
             threads,
         );
+    }
+}
+
+/// The same view over f32 data (`T` must be f32: same size and alignment).
+#[cfg(target_arch = "x86_64")]
+fn as_f32<T: Real>(x: MatRef<'_, T>) -> MatRef<'_, f32> {
+    MatRef {
+        data: bytemuck::cast_slice::<T, f32>(x.data),
+        offset: x.offset,
+        rs: x.rs,
+        cs: x.cs,
     }
 }
