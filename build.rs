@@ -6,7 +6,9 @@ use std::process::Command;
 
 fn main() {
     println!("cargo:rerun-if-changed=kernels");
+    // HEAD names the branch; the branch's ref file moves with each commit.
     println!("cargo:rerun-if-changed=.git/HEAD");
+    println!("cargo:rerun-if-changed=.git/refs/heads");
     let commit = Command::new("git")
         .args(["rev-parse", "--short=12", "HEAD"])
         .output()

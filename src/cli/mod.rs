@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 #[derive(Parser, Debug)]
 #[command(
     name = "medsyn",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("MEDSYN_GIT_COMMIT"), ")"),
     about = "A lean Rust runtime for synthetic chest X-ray vision-language pre-training",
     long_about = "medsyn runs the pipeline behind synthetic-data medical vision-language \
                   pre-training: Stable Diffusion (U-Net, VAE, CLIP text encoder) generates \
