@@ -134,7 +134,10 @@ fn help_describes_program_and_inspect() {
 fn version_prints_crate_version() {
     let v = ok(&["--version"]);
     let expected = format!("medsyn {} (commit ", env!("CARGO_PKG_VERSION"));
-    assert!(v.starts_with(&expected) && v.trim_end().ends_with(')'), "{v}");
+    assert!(
+        v.starts_with(&expected) && v.trim_end().ends_with(')'),
+        "{v}"
+    );
 }
 
 #[test]

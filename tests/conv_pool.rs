@@ -307,6 +307,111 @@ fn larger_convs_match_direct_loops_in_both_threading_modes() {
     }
 }
 
+/// Forward-only direct loops with per-axis (stride, padding, dilation), groups 1.
+#[allow(clippy::too_many_arguments)]
+fn direct_forward(
+    x: &[f64],
+    [n, c, h, wd]: [usize; 4],
+    w: &[f64],
+    [o, kh, kw]: [usize; 3],
+    b: Option<&[f64]>,
+    (sh, sw): (usize, usize),
+    (ph, pw): (usize, usize),
+    (dh, dw): (usize, usize),
+) -> (Vec<f64>, [usize; 4]) {
+    let oh = (h + 2 * ph - dh * (kh - 1) - 1) / sh + 1;
+    let ow = (wd + 2 * pw - dw * (kw - 1) - 1) / sw + 1;
+    let mut out = vec![0.0; n * o * oh * ow];
+    for bi in 0..n {
+        for oc in 0..o {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let mut acc = b.map_or(0.0, |b| b[oc]);
+                    for ci in 0..c {
+                        for ki in 0..kh {
+                            for kj in 0..kw {
+                                let iy = (oy * sh + ki * dh) as isize - ph as isize;
+                                let ix = (ox * sw + kj * dw) as isize - pw as isize;
+                                if iy < 0 || ix < 0 || iy >= h as isize || ix >= wd as isize {
+                                    continue;
+                                }
+                                let xi = ((bi * c + ci) * h + iy as usize) * wd + ix as usize;
+                                acc += x[xi] * w[((oc * c + ci) * kh + ki) * kw + kj];
+                            }
+                        }
+                    }
+                    out[((bi * o + oc) * oh + oy) * ow + ox] = acc;
+                }
+            }
+        }
+    }
+    (out, [n, o, oh, ow])
+}
+
+#[test]
+fn f32_implicit_gemm_forward_matches_direct_loops() {
+    let mut rng = Philox::new(23);
+    // f32, groups 1 takes the implicit GEMM (B packed straight from the image) on AVX2
+    // machines. Cases: panels that straddle output rows (ow not a multiple of 16), edge
+    // rows of M (o not a multiple of 6), C·kh·kw > 256 (several KC blocks), > 512 output
+    // pixels (several B blocks), padding, stride 2, dilation, unequal per-axis
+    // parameters, with and without bias, batch 1 (threaded shared-B GEMM) and batches
+    // that flip the threading mode with 1, 2, 3 threads.
+    // (n, c, o, h, w, kh, kw, stride, padding, dilation, bias)
+    type Case = (
+        usize,
+        usize,
+        usize,
+        usize,
+        usize,
+        usize,
+        usize,
+        (usize, usize),
+        (usize, usize),
+        (usize, usize),
+        bool,
+    );
+    let cases: [Case; 8] = [
+        (3, 32, 10, 13, 19, 3, 3, (1, 1), (1, 1), (1, 1), true),
+        (2, 30, 7, 17, 23, 3, 3, (2, 2), (1, 1), (1, 1), false),
+        (2, 16, 9, 20, 20, 3, 3, (1, 1), (2, 2), (2, 2), true),
+        (1, 40, 13, 40, 36, 3, 3, (1, 1), (1, 1), (1, 1), true),
+        (4, 3, 8, 33, 31, 7, 7, (2, 2), (3, 3), (1, 1), true),
+        (2, 20, 11, 15, 40, 3, 5, (2, 1), (0, 2), (1, 2), true),
+        (4, 12, 6, 9, 9, 2, 2, (1, 1), (0, 0), (1, 1), false),
+        (1, 64, 64, 64, 64, 3, 3, (1, 1), (1, 1), (1, 1), true),
+    ];
+    for (n, c, o, h, wd, kh, kw, s, p, d, with_bias) in cases {
+        let x = Tensor::randn(&mut rng, &[n, c, h, wd], DType::F32).unwrap();
+        let w = Tensor::randn(&mut rng, &[o, c, kh, kw], DType::F32).unwrap();
+        let b = Tensor::randn(&mut rng, &[o], DType::F32).unwrap();
+        let bv = b.to_vec_f64();
+        let (r, shape) = direct_forward(
+            &x.to_vec_f64(),
+            [n, c, h, wd],
+            &w.to_vec_f64(),
+            [o, kh, kw],
+            with_bias.then_some(&bv[..]),
+            s,
+            p,
+            d,
+        );
+        let expected = Tensor::from_vec(r, &shape).unwrap();
+        let what = format!("n={n} c={c} o={o} {h}x{wd} k={kh}x{kw} s={s:?} p={p:?} d={d:?}");
+        for threads in [1, 2, 3] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| {
+                let out = x.conv2d(&w, with_bias.then_some(&b), s, p, d, 1).unwrap();
+                assert_eq!(out.dtype(), DType::F32);
+                assert_close(&out, &expected, 1e-5, &format!("{what}, {threads} threads"));
+            });
+        }
+    }
+}
+
 #[test]
 fn frozen_weight_or_input_gets_no_gradient() {
     let fx = Fixture::load("conv_pool");

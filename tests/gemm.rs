@@ -1,7 +1,9 @@
 //! The CPU GEMM (`backend::cpu::gemm::matmul`) against a naive f64 triple loop on
 //! strided, transposed, broadcast and offset views; plus an ignored throughput harness.
 
-use medsyn::backend::cpu::gemm::{matmul, MatRef};
+use medsyn::backend::cpu::gemm::{
+    matmul, matmul_packed_b, packed_b_available, MatRef, PackB, PACKED_B_COLS,
+};
 
 /// Deterministic uniform values in [-1, 1).
 struct Lcg(u64);
@@ -471,6 +473,91 @@ fn gemm_speed() {
                 ours / theirs,
                 t.map_or("n/a".to_string(), |t| format!("{t:.1} (time ours/torch {:.2})", t / ours)),
             );
+        }
+    }
+}
+
+/// A row-major k×n matrix handed to the implicit GEMM through its packer.
+struct RowMajorB<'a> {
+    b: &'a [f32],
+    n: usize,
+}
+
+impl PackB for RowMajorB<'_> {
+    fn pack(&self, p0: usize, kc: usize, j: usize, end: usize, out: &mut [f32]) {
+        let nr = PACKED_B_COLS;
+        for (q, panel) in out.chunks_exact_mut(nr * kc).enumerate() {
+            for p in 0..kc {
+                for c in 0..nr {
+                    let col = j + q * nr + c;
+                    panel[p * nr + c] = if col < end.min(self.n) {
+                        self.b[(p0 + p) * self.n + col]
+                    } else {
+                        0.0
+                    };
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn packed_b_entry_matches_naive() {
+    if !packed_b_available() {
+        return;
+    }
+    // Tiny, single-threaded, slice-threaded and shared-B threaded sizes; several KC
+    // blocks (k > 256) and B blocks (n > 512); edge rows and columns; accumulate; a
+    // destination with gaps between rows.
+    let shapes = [
+        (3, 5, 4),
+        (7, 33, 300),
+        (64, 1000, 600),
+        (130, 70, 20),
+        (200, 1100, 700),
+    ];
+    let mut rng = Lcg(19);
+    for (m, n, k) in shapes {
+        for acc in [false, true] {
+            let a: Vec<f32> = (0..m * k).map(|_| rng.next() as f32).collect();
+            let b: Vec<f32> = (0..k * n).map(|_| rng.next() as f32).collect();
+            let ldd = n + 3;
+            let init: Vec<f32> = (0..m * ldd).map(|_| rng.next() as f32).collect();
+            let mut dst = init.clone();
+            let am = MatRef {
+                data: &a,
+                offset: 0,
+                rs: k,
+                cs: 1,
+            };
+            matmul_packed_b(
+                m,
+                n,
+                k,
+                am,
+                &RowMajorB { b: &b, n },
+                &mut dst,
+                ldd,
+                acc,
+                true,
+            );
+            for i in 0..m {
+                for j in 0..ldd {
+                    let got = dst[i * ldd + j] as f64;
+                    if j >= n {
+                        assert_eq!(got, init[i * ldd + j] as f64, "gap touched at ({i}, {j})");
+                        continue;
+                    }
+                    let mut want = if acc { init[i * ldd + j] as f64 } else { 0.0 };
+                    for p in 0..k {
+                        want += a[i * k + p] as f64 * b[p * n + j] as f64;
+                    }
+                    assert!(
+                        (got - want).abs() <= 1e-4 * (1.0 + want.abs()) * (k as f64).sqrt(),
+                        "m={m} n={n} k={k} acc={acc} ({i}, {j}): {got} vs {want}"
+                    );
+                }
+            }
         }
     }
 }

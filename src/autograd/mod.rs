@@ -66,17 +66,9 @@ pub fn op_output<B: Backward + 'static>(
     make: impl FnOnce() -> B,
 ) -> Result<Tensor> {
     let node = record(inputs, make);
-    let dtype = storage.dtype();
     let out = Tensor::from_storage(storage, Layout::contiguous(shape))?;
     Ok(match node {
         None => out,
-        Some(node) => out.with_node(node, dtype),
+        Some(node) => out.view_with(out.layout().clone(), Some(node)),
     })
-}
-
-impl Tensor {
-    /// Same storage and layout, with a recorded node.
-    pub(crate) fn with_node(&self, node: Node, _dtype: crate::tensor::DType) -> Tensor {
-        self.view_with(self.layout().clone(), Some(node))
-    }
 }

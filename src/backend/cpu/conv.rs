@@ -1,9 +1,10 @@
-//! CPU conv2d kernels: im2col over output-row tiles feeding the GEMM (forward, grad
+//! CPU conv2d kernels: an implicit GEMM packing B straight from the image (f32 forward,
+//! groups 1, AVX2), im2col over output-row tiles feeding the GEMM (other forwards, grad
 //! weight), grad input as a transposed conv (stride 1) or col2im, grad bias; groups and
 //! dilation throughout; and 2-D zero padding.
 
-use super::gemm::{matmul, MatRef};
-use crate::tensor::Real;
+use super::gemm::{matmul, matmul_packed_b, packed_b_available, Im2col, MatRef, PackB};
+use crate::tensor::{DType, Real};
 use rayon::prelude::*;
 use std::cell::RefCell;
 
@@ -352,6 +353,87 @@ impl<T: Copy> SharedOut<T> {
     }
 }
 
+/// Output pixels per implicit-GEMM unit we aim for: the packed B block (kc × this) and
+/// the unit's [o, pixels] result stay in L2.
+const IMPLICIT_PIXELS: usize = 256;
+
+/// Columns `j0..` of an [`Im2col`] operand.
+struct ColumnsFrom<'a>(&'a Im2col<'a>, usize);
+
+impl PackB for ColumnsFrom<'_> {
+    fn pack(&self, p0: usize, kc: usize, j: usize, end: usize, out: &mut [f32]) {
+        self.0.pack(p0, kc, j + self.1, end + self.1, out);
+    }
+}
+
+/// conv2d forward for f32 (`T` must be f32), groups == 1, as implicit GEMMs: each unit
+/// (image, run of output rows) computes W · im2col(x) with B packed straight from the
+/// image into a scratch tile, then copies it out. Units run on separate threads with
+/// single-threaded GEMMs when there are enough of them.
+fn forward_implicit<T: Real>(g: &Conv2dGeom, x: &[T], w: &[T], bias: Option<&[T]>) -> Vec<T> {
+    let (il, ol, p, kg) = (g.in_len(), g.out_len(), g.p(), g.kg());
+    let x: &[f32] = bytemuck::cast_slice(x);
+    let bias: Option<&[f32]> = bias.map(bytemuck::cast_slice);
+    let wm = MatRef {
+        data: bytemuck::cast_slice::<T, f32>(w),
+        offset: 0,
+        rs: kg,
+        cs: 1,
+    };
+    let rows = (IMPLICIT_PIXELS / g.ow).clamp(1, g.oh);
+    let units: Vec<(usize, usize, usize)> = (0..g.n)
+        .flat_map(|i| {
+            (0..g.oh)
+                .step_by(rows)
+                .map(move |oy0| (i, oy0, (oy0 + rows).min(g.oh)))
+        })
+        .collect();
+    // Every element is written exactly once by the units below, so skip zeroing.
+    let mut out: Vec<T> = Vec::with_capacity(g.n * ol);
+    let shared = SharedOut(out.as_mut_ptr().cast::<f32>(), g.n * ol);
+    let run = |&(i, oy0, oy1): &(usize, usize, usize), threaded: bool| {
+        let n = (oy1 - oy0) * g.ow;
+        // Tile rows a multiple of 4 KiB apart would alias in L1: pad them.
+        let ld = n + 16;
+        with_scratch::<f32, _>(0, (g.o - 1) * ld + n, |_, tile| {
+            if let Some(b) = bias {
+                for (row, &bv) in tile.chunks_mut(ld).zip(b) {
+                    row[..n].fill(bv);
+                }
+            }
+            let img = Im2col::new(
+                &x[i * il..(i + 1) * il],
+                [g.c, g.h, g.w],
+                (g.kh, g.kw),
+                g.stride,
+                g.padding,
+                g.dilation,
+                g.ow,
+            )
+            .expect("implicit GEMM available");
+            let b = ColumnsFrom(&img, oy0 * g.ow);
+            matmul_packed_b(g.o, n, kg, wm, &b, tile, ld, bias.is_some(), threaded);
+            for (o, res) in tile.chunks(ld).enumerate() {
+                // SAFETY: unit (i, oy0..oy1) alone writes rows oy0..oy1 of image i.
+                unsafe { shared.write(i * ol + o * p + oy0 * g.ow, &res[..n]) };
+            }
+        });
+    };
+    let threads = rayon::current_num_threads();
+    if threads > 1
+        && units.len() >= threads
+        && (units.len().is_multiple_of(threads) || units.len() >= 2 * threads)
+    {
+        units.par_iter().for_each(|u| run(u, false));
+    } else {
+        units.iter().for_each(|u| run(u, true));
+    }
+    // SAFETY: the units cover every (image, channel, output row) exactly once, so all
+    // n·o·oh·ow elements are initialised.
+    unsafe { out.set_len(g.n * ol) };
+    out
+}
+
 /// conv2d forward over the batch: x [n, c, h, w], w [o, c/groups, kh, kw] → [n, o, oh, ow].
 /// Work is split into (image, output-row tile) units; with enough units they run on
 /// separate threads with single-threaded GEMMs, else one at a time with threaded GEMMs.
@@ -373,6 +455,9 @@ pub fn conv2d_forward<T: Real>(g: &Conv2dGeom, x: &[T], w: &[T], bias: Option<&[
             }
         }
         return out;
+    }
+    if g.groups == 1 && T::DTYPE == DType::F32 && packed_b_available() {
+        return forward_implicit(g, x, w, bias);
     }
     let rows = g.tile_rows();
     let units: Vec<(usize, usize, usize)> = (0..g.n)

@@ -1,17 +1,20 @@
 //! BLIS-style f32 GEMM for AVX2/FMA CPUs: NC/KC/MC blocking, packed panels (or operands
 //! read in place when packing would not pay), a 6×16 microkernel, rayon threads sharing
-//! one packed B block.
+//! one packed B block; B may also come from a packer (implicit GEMM, e.g. conv im2col).
 
 mod block;
+pub mod im2col;
 mod kernel;
 mod pack;
 
-use super::MatRef;
+use super::{Im2col, MatRef, PackB};
 use block::Block;
 use kernel::{MR, NR};
 use rayon::prelude::*;
 use std::cell::Cell;
 use std::thread::LocalKey;
+
+const _: () = assert!(NR == super::PACKED_B_COLS);
 
 /// Depth of one packed block (A micro-panel 6 KiB, B micro-panel 16 KiB: L1-sized).
 const KC: usize = 256;
@@ -19,6 +22,10 @@ const KC: usize = 256;
 const MC: usize = 144;
 /// Columns of one packed B block (KC×NC ≈ 4 MiB: L3-resident). Multiple of NR.
 const NC: usize = 4080;
+/// Columns of one B block produced by a [`PackB`] packer: small enough that the packed
+/// block stays in L2 between packing and use (implicit operands are cheap to re-pack,
+/// and the A block they meet is small).
+const NC_PACKER: usize = 512;
 /// Problems up to this many multiply-adds skip blocking and packing altogether.
 const TINY_WORK: usize = 512;
 /// Threaded problems below this many multiply-adds split into independent slices (one
@@ -163,20 +170,95 @@ pub fn sgemm(
             // checked m×n window of dst and no other unit writes them.
             let d = unsafe { dst.add(i0 * ldd + j0) };
             // SAFETY: as above; the sub-views of a and b stay inside the checked ranges.
-            unsafe { blocked(mu, nu, k, a, b, d, ldd, accumulate, 1) };
+            unsafe { blocked(mu, nu, k, a, b, None, d, ldd, accumulate, 1) };
         });
         return;
     }
     // SAFETY: dst's m×n window with leading dimension ldd was checked above.
-    unsafe { blocked(m, n, k, a, b, dst, ldd, accumulate, threads) };
+    unsafe { blocked(m, n, k, a, b, None, dst, ldd, accumulate, threads) };
+}
+
+/// A [`PackB`] whose columns start `j0` further into another one.
+struct Shifted<'x> {
+    inner: &'x dyn PackB,
+    j0: usize,
+}
+
+impl PackB for Shifted<'_> {
+    fn pack(&self, p0: usize, kc: usize, j: usize, end: usize, out: &mut [f32]) {
+        self.inner.pack(p0, kc, j + self.j0, end + self.j0, out);
+    }
+}
+
+/// dst[m×n] (row-major, leading dim `ldd`) (+)= a[m×k] · B[k×n], where B exists only
+/// through `b`, which writes its packed panels directly (an implicit GEMM, e.g. a conv
+/// whose B is the im2col matrix of an image).
+///
+/// Panics unless [`available`] is true, m, n, k > 0, every `a(i, p)` with i < m, p < k is
+/// inside its slice, and the m×n window of dst fits.
+#[allow(clippy::too_many_arguments)]
+pub fn sgemm_packed(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: MatRef<'_, f32>,
+    b: &dyn PackB,
+    dst: &mut [f32],
+    ldd: usize,
+    accumulate: bool,
+    allow_threads: bool,
+) {
+    assert!(available() && m > 0 && n > 0 && k > 0);
+    assert!(a.offset + (m - 1) * a.rs + (k - 1) * a.cs < a.data.len());
+    assert!((m == 1 || ldd >= n) && (m - 1) * ldd + n <= dst.len());
+    // B is never read in place: this view only supplies the packed-panel row stride.
+    let bm = MatRef {
+        data: &[],
+        offset: 0,
+        rs: NR,
+        cs: 1,
+    };
+    let threads = if allow_threads && m * n * k >= PARALLEL_MIN_WORK {
+        rayon::current_num_threads().max(1)
+    } else {
+        1
+    };
+    let dst = DstPtr(dst.as_mut_ptr());
+    if threads > 1 && m * n * k < SHARED_B_MIN_WORK {
+        let (rows, cols) = if n >= m {
+            (m, block_size(n, n.div_ceil(threads), NR))
+        } else {
+            (block_size(m, m.div_ceil(threads), MR), n)
+        };
+        let row_units = m.div_ceil(rows);
+        let units = row_units * n.div_ceil(cols);
+        (0..units).into_par_iter().with_max_len(1).for_each(|u| {
+            let (i0, j0) = ((u % row_units) * rows, (u / row_units) * cols);
+            let (mu, nu) = (rows.min(m - i0), cols.min(n - j0));
+            let a = MatRef {
+                offset: a.offset + i0 * a.rs,
+                ..a
+            };
+            let shifted = Shifted { inner: b, j0 };
+            // SAFETY: the slice's rows i0..i0+mu, columns j0..j0+nu lie inside the
+            // checked m×n window of dst and no other unit writes them.
+            let d = unsafe { dst.add(i0 * ldd + j0) };
+            // SAFETY: as above; the sub-view of a stays inside the checked range.
+            unsafe { blocked(mu, nu, k, a, bm, Some(&shifted), d, ldd, accumulate, 1) };
+        });
+        return;
+    }
+    // SAFETY: dst's m×n window with leading dimension ldd was checked above.
+    unsafe { blocked(m, n, k, a, bm, Some(b), dst, ldd, accumulate, threads) };
 }
 
 /// The blocked algorithm: jc / pc loops over packed (or in-place) B blocks, `threads`
-/// sharing each packed B block.
+/// sharing each packed B block. With `packer`, B's blocks come from it and `b` only
+/// gives the packed row stride (NR).
 ///
 /// # Safety
-/// `available()`; m, n, k > 0; every a(i, p), b(p, j) with i < m, p < k, j < n is in
-/// bounds; `dst` is valid for writes (and reads) of the m×n window with leading dimension
+/// `available()`; m, n, k > 0; every a(i, p), and without `packer` every b(p, j), with
+/// i < m, p < k, j < n is in bounds; `dst` is valid for writes (and reads) of the m×n window with leading dimension
 /// `ldd`, and nothing else accesses that window meanwhile.
 #[allow(clippy::too_many_arguments)]
 unsafe fn blocked(
@@ -185,16 +267,18 @@ unsafe fn blocked(
     k: usize,
     a: MatRef<'_, f32>,
     b: MatRef<'_, f32>,
+    packer: Option<&dyn PackB>,
     dst: DstPtr,
     ldd: usize,
     accumulate: bool,
     threads: usize,
 ) {
     let kc_max = block_size(k, KC, 1);
-    let nc_max = block_size(n, NC, NR);
+    let nc_max = block_size(n, if packer.is_some() { NC_PACKER } else { NC }, NR);
     let span = k * b.rs + n;
-    let pack_b = !(b.cs == 1
-        && (span <= INPLACE_B_L1_SPAN || (m <= INPLACE_B_MAX_M && span <= INPLACE_B_L2_SPAN)));
+    let pack_b = packer.is_some()
+        || !(b.cs == 1
+            && (span <= INPLACE_B_L1_SPAN || (m <= INPLACE_B_MAX_M && span <= INPLACE_B_L2_SPAN)));
     let pack_a = n > INPLACE_A_MAX_N;
     let b_floats = if pack_b { kc_max * nc_max } else { 0 };
 
@@ -208,7 +292,7 @@ unsafe fn blocked(
                 let kc = kc_max.min(k - pc);
                 let bpack = if pack_b {
                     let out = &mut bbuf[..panels * NR * kc];
-                    pack_b_block(&b, pc, kc, jc, nc, threads, out);
+                    pack_b_block(&b, packer, pc, kc, jc, nc, threads, out);
                     Some(&*out)
                 } else {
                     None
@@ -271,9 +355,12 @@ fn tiny(
     }
 }
 
-/// Packs the kc×nc block of B at (pc, jc) into `out`, split over `threads`.
+/// Packs the kc×nc block of B at (pc, jc) into `out` (from `packer` when given), split
+/// over `threads`.
+#[allow(clippy::too_many_arguments)]
 fn pack_b_block(
     b: &MatRef<'_, f32>,
+    packer: Option<&dyn PackB>,
     pc: usize,
     kc: usize,
     jc: usize,
@@ -286,14 +373,18 @@ fn pack_b_block(
         let per = panels.div_ceil(threads * UNITS_PER_THREAD);
         out.par_chunks_mut(per * NR * kc)
             .enumerate()
-            .for_each(|(t, out)| {
+            .for_each(|(t, out)| match packer {
+                Some(p) => p.pack(pc, kc, jc + t * per * NR, jc + nc, out),
                 // SAFETY: AVX2 was asserted in `sgemm` and every b(p, j), p < k, j < n, was
                 // bounds-checked there.
-                unsafe { pack::pack_b(b, pc, kc, jc, nc, t * per, out) }
+                None => unsafe { pack::pack_b(b, pc, kc, jc, nc, t * per, out) },
             });
     } else {
-        // SAFETY: as above.
-        unsafe { pack::pack_b(b, pc, kc, jc, nc, 0, out) };
+        match packer {
+            Some(p) => p.pack(pc, kc, jc, jc + nc, out),
+            // SAFETY: as above.
+            None => unsafe { pack::pack_b(b, pc, kc, jc, nc, 0, out) },
+        }
     }
 }
 
