@@ -139,20 +139,12 @@ pub fn sgemm(
         tiny(m, n, k, &a, &b, dst, ldd, accumulate);
         return;
     }
-    let threads = if allow_threads && m * n * k >= PARALLEL_MIN_WORK {
-        rayon::current_num_threads().max(1)
-    } else {
-        1
-    };
+    let threads = thread_count(allow_threads, m * n * k);
     let dst = DstPtr(dst.as_mut_ptr());
     if threads > 1 && m * n * k < SHARED_B_MIN_WORK {
         // Small problem: one rayon dispatch of independent slices (each packs what it
         // needs) beats two synchronised phases per block.
-        let (rows, cols) = if n >= m {
-            (m, block_size(n, n.div_ceil(threads), NR))
-        } else {
-            (block_size(m, m.div_ceil(threads), MR), n)
-        };
+        let (rows, cols) = slice_shape(m, n, threads);
         let row_units = m.div_ceil(rows);
         let units = row_units * n.div_ceil(cols);
         (0..units).into_par_iter().with_max_len(1).for_each(|u| {
@@ -218,18 +210,10 @@ pub fn sgemm_packed(
         rs: NR,
         cs: 1,
     };
-    let threads = if allow_threads && m * n * k >= PARALLEL_MIN_WORK {
-        rayon::current_num_threads().max(1)
-    } else {
-        1
-    };
+    let threads = thread_count(allow_threads, m * n * k);
     let dst = DstPtr(dst.as_mut_ptr());
     if threads > 1 && m * n * k < SHARED_B_MIN_WORK {
-        let (rows, cols) = if n >= m {
-            (m, block_size(n, n.div_ceil(threads), NR))
-        } else {
-            (block_size(m, m.div_ceil(threads), MR), n)
-        };
+        let (rows, cols) = slice_shape(m, n, threads);
         let row_units = m.div_ceil(rows);
         let units = row_units * n.div_ceil(cols);
         (0..units).into_par_iter().with_max_len(1).for_each(|u| {
@@ -401,5 +385,24 @@ fn work_units(threads: usize, m: usize, panels: usize) -> (usize, usize) {
         (block_size(m, rows, MR), panels)
     } else {
         (m, panels.div_ceil(want).max(1))
+    }
+}
+
+/// Threads for a problem of `work` multiply-adds (1 below the parallel threshold).
+fn thread_count(allow_threads: bool, work: usize) -> usize {
+    if allow_threads && work >= PARALLEL_MIN_WORK {
+        rayon::current_num_threads().max(1)
+    } else {
+        1
+    }
+}
+
+/// The (rows, cols) of the independent slices a small threaded problem splits
+/// into: one per thread along the longer of m and n, tile-aligned.
+fn slice_shape(m: usize, n: usize, threads: usize) -> (usize, usize) {
+    if n >= m {
+        (m, block_size(n, n.div_ceil(threads), NR))
+    } else {
+        (block_size(m, m.div_ceil(threads), MR), n)
     }
 }
