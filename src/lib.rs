@@ -8,11 +8,17 @@
 pub mod autograd;
 pub mod backend;
 pub mod cli;
+pub mod data;
 pub mod error;
+pub mod imageio;
 pub mod io;
+pub mod models;
 pub mod nn;
 pub mod ops;
 pub mod optim;
+pub mod pipelines;
+pub mod progress;
+pub mod schedulers;
 pub mod tensor;
 
 pub use error::{Error, Result};
