@@ -6,79 +6,20 @@
 //! process), so both sides see the same machine load; each number is the median over
 //! rounds of a per-round median. `MEDSYN_BENCH_ONLY=<case>` times one medsyn case alone.
 
+#[path = "common/mod.rs"]
+mod common;
+
+use common::{fma_rate, fmt_opt, median, peak_line, write_report, PyServer};
 use medsyn::autograd::no_grad;
 use medsyn::tensor::Philox;
 use medsyn::{DType, Tensor};
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use std::time::Instant;
 
 const ROUNDS: usize = 5;
 const WARMUP: usize = 1;
 const RUNS: usize = 5;
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
 fn median_seconds(f: &mut dyn FnMut()) -> f64 {
-    for _ in 0..WARMUP {
-        f();
-    }
-    median(
-        (0..RUNS)
-            .map(|_| {
-                let t0 = Instant::now();
-                f();
-                t0.elapsed().as_secs_f64()
-            })
-            .collect(),
-    )
-}
-
-/// FMA throughput of one thread: 12 independent 8-wide f32 FMA chains (enough to
-/// cover the FMA latency on two pipes). Returns FLOPs done.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn fma_chains(iters: usize) -> f64 {
-    use std::arch::x86_64::*;
-    let a = _mm256_set1_ps(std::hint::black_box(0.999_999));
-    let b = _mm256_set1_ps(std::hint::black_box(1e-7));
-    let mut acc = [_mm256_set1_ps(1.0); 12];
-    for _ in 0..iters {
-        for v in acc.iter_mut() {
-            *v = _mm256_fmadd_ps(*v, a, b);
-        }
-    }
-    let mut sum = _mm256_setzero_ps();
-    for v in acc {
-        sum = _mm256_add_ps(sum, v);
-    }
-    std::hint::black_box(sum);
-    (iters * 12 * 8 * 2) as f64
-}
-
-/// Measured f32 FLOP/s of the FMA microbenchmark on every rayon thread at once
-/// (best of three short runs), or None without AVX2+FMA.
-fn fma_rate() -> Option<f64> {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if !(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")) {
-            return None;
-        }
-        let run = || {
-            let t0 = Instant::now();
-            // SAFETY: avx2 and fma were detected above.
-            let flops: f64 = rayon::broadcast(|_| unsafe { fma_chains(10_000_000) })
-                .iter()
-                .sum();
-            flops / t0.elapsed().as_secs_f64()
-        };
-        Some((0..3).map(|_| run()).fold(0.0, f64::max))
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    None
+    common::median_seconds(f, WARMUP, RUNS)
 }
 
 struct Case {
@@ -201,73 +142,16 @@ fn medsyn_cases() -> Vec<Case> {
 }
 
 /// benches/torch_cpu_reference.py in `--serve` mode: times one case per request.
-struct Torch {
-    child: Child,
-    stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
-    info: serde_json::Value,
-}
-
-impl Torch {
-    fn start(threads: usize) -> Result<Torch, String> {
-        let script = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/benches/torch_cpu_reference.py"
-        );
-        let mut child = Command::new("python3")
-            .arg(script)
-            .args(["--threads", &threads.to_string(), "--serve"])
-            .args(["--warmup", &WARMUP.to_string(), "--runs", &RUNS.to_string()])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("could not run python3: {e}"))?;
-        let stdin = child.stdin.take().expect("piped stdin");
-        let stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
-        let mut torch = Torch {
-            child,
-            stdin,
-            stdout,
-            info: serde_json::Value::Null,
-        };
-        torch.info = torch.read().map_err(|e| format!("{script}: {e}"))?;
-        Ok(torch)
-    }
-
-    fn read(&mut self) -> Result<serde_json::Value, String> {
-        let mut line = String::new();
-        self.stdout
-            .read_line(&mut line)
-            .map_err(|e| e.to_string())?;
-        if line.is_empty() {
-            let mut err = String::new();
-            if let Some(mut e) = self.child.stderr.take() {
-                std::io::Read::read_to_string(&mut e, &mut err).ok();
-            }
-            return Err(format!(
-                "exited: {}",
-                err.lines().last().unwrap_or("no output")
-            ));
-        }
-        serde_json::from_str(&line).map_err(|e| format!("unreadable reply `{}`: {e}", line.trim()))
-    }
-
-    fn time(&mut self, key: &str) -> Result<f64, String> {
-        writeln!(self.stdin, "{key}").map_err(|e| e.to_string())?;
-        self.stdin.flush().map_err(|e| e.to_string())?;
-        let reply = self.read()?;
-        reply["seconds"]
-            .as_f64()
-            .ok_or_else(|| format!("no timing for {key}: {reply}"))
-    }
-}
-
-impl Drop for Torch {
-    fn drop(&mut self) {
-        self.child.kill().ok();
-        self.child.wait().ok();
-    }
+fn start_torch(threads: usize) -> Result<PyServer, String> {
+    let args = [
+        "--threads".to_string(),
+        threads.to_string(),
+        "--warmup".to_string(),
+        WARMUP.to_string(),
+        "--runs".to_string(),
+        RUNS.to_string(),
+    ];
+    PyServer::start("torch_cpu_reference.py", &args)
 }
 
 /// Time one medsyn case over many rounds; print its best and median.
@@ -295,7 +179,7 @@ fn main() {
     }
     let threads = rayon::current_num_threads();
     let mut peak = fma_rate();
-    let mut torch = Torch::start(threads);
+    let mut torch = start_torch(threads);
     let mut cases = medsyn_cases();
     let mut rows = Vec::new();
     for case in &mut cases {
@@ -318,13 +202,7 @@ fn main() {
 
     println!("cpu_gemm_conv: f32, {threads} rayon threads; ratio = medsyn time / torch time (target <= 1.0)");
     println!("each time: median over {ROUNDS} rounds (medsyn and torch alternating) of the median of {RUNS} runs");
-    match peak {
-        Some(p) => println!(
-            "measured FMA peak: {:.1} GFLOP/s ({threads} threads x 12 AVX2 FMA chains)",
-            p / 1e9
-        ),
-        None => println!("measured FMA peak: unavailable (needs x86_64 with AVX2+FMA)"),
-    }
+    println!("{}", peak_line(peak, threads));
     match &torch {
         Ok(t) => println!(
             "torch {} with {} threads (mkldnn: {})",
@@ -336,7 +214,6 @@ fn main() {
         "{:<36} {:>9} {:>8} {:>9} {:>8} {:>6} {:>19}",
         "case", "medsyn ms", "GFLOP/s", "torch ms", "GFLOP/s", "ratio", "of measured FMA peak"
     );
-    let fmt = |v: Option<f64>, prec: usize| v.map_or("-".to_string(), |v| format!("{v:.prec$}"));
     let mut json_rows = Vec::new();
     for &(key, label, flops, secs, t) in &rows {
         let rate = flops / secs;
@@ -346,10 +223,10 @@ fn main() {
             "{label:<36} {:>9.2} {:>8.1} {:>9} {:>8} {:>6} {:>19}",
             secs * 1e3,
             rate / 1e9,
-            fmt(t.map(|t| t * 1e3), 2),
-            fmt(t.map(|t| flops / t / 1e9), 1),
-            fmt(ratio, 2),
-            fmt(frac.map(|f| f * 100.0), 1) + if frac.is_some() { "%" } else { "" },
+            fmt_opt(t.map(|t| t * 1e3), 2),
+            fmt_opt(t.map(|t| flops / t / 1e9), 1),
+            fmt_opt(ratio, 2),
+            fmt_opt(frac.map(|f| f * 100.0), 1) + if frac.is_some() { "%" } else { "" },
         );
         json_rows.push(serde_json::json!({
             "case": key,
@@ -372,12 +249,5 @@ fn main() {
         "torch_missing": torch.as_ref().err(),
         "cases": json_rows,
     });
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-results");
-    let path = dir.join("cpu_gemm_conv.json");
-    match std::fs::create_dir_all(&dir)
-        .and_then(|_| std::fs::write(&path, serde_json::to_string_pretty(&report).unwrap()))
-    {
-        Ok(()) => println!("wrote {}", path.display()),
-        Err(e) => println!("could not write {}: {e}", path.display()),
-    }
+    write_report("cpu_gemm_conv", &report);
 }

@@ -37,7 +37,11 @@ fn binary_broadcast_matches_torch() {
 fn activations_match_torch() {
     let fx = Fixture::load("core_ops");
     type F = fn(&Tensor) -> medsyn::Result<Tensor>;
-    let ops: [(&str, F); 11] = [
+    fn clamp(x: &Tensor) -> medsyn::Result<Tensor> {
+        x.clamp(-1.5, 2.0)
+    }
+    let ops: [(&str, F); 12] = [
+        ("clamp", clamp),
         ("exp", Tensor::exp),
         ("tanh", Tensor::tanh),
         ("sigmoid", Tensor::sigmoid),

@@ -154,6 +154,13 @@ fn bf16_params_follow_fp32_master() {
                 "param == bf16(master)"
             );
             master_differs |= bits(master) != bits(p);
+            let full = &opt_half.full_precision_params().unwrap()[i];
+            assert_eq!(full.dtype(), DType::F32);
+            assert_eq!(
+                bits(full),
+                bits(master),
+                "full_precision_params is the master"
+            );
         }
     }
     assert!(

@@ -1,6 +1,9 @@
 //! The `medsyn` command line: clap definitions and dispatch; each subcommand lives in its own file.
 
+pub mod device;
+pub mod generate;
 pub mod inspect;
+pub mod train_generator;
 
 use crate::error::Result;
 use clap::{Parser, Subcommand};
@@ -33,11 +36,27 @@ pub enum Command {
     /// folder, then parameter counts and bytes per component and in total. Only
     /// headers are read, so this is instant even for multi-GB checkpoints.
     Inspect(inspect::InspectArgs),
+    /// Generate synthetic images from prompts or reports with a Stable Diffusion folder
+    ///
+    /// Loads a diffusers StableDiffusionPipeline folder (RoentGen, SD 1.x/2.x) and
+    /// writes one PNG per prompt or report row plus manifest.csv. Defaults follow
+    /// diffusers' pipeline; RoentGen's card recommends --steps 75 --guidance 4.
+    /// Reruns skip images already written; --shard I/N splits the work.
+    Generate(generate::GenerateArgs),
+    /// Fine-tune a Stable Diffusion folder on image–prompt pairs (as RoentGen was made)
+    ///
+    /// Trains the U-Net (and with --train-text-encoder the CLIP text encoder) with
+    /// the noise-prediction loss of the folder's scheduler config (epsilon or v),
+    /// AdamW, optional EMA and bf16; checkpoints and resumes; writes a diffusers
+    /// folder that `generate` and diffusers load.
+    TrainGenerator(train_generator::TrainGeneratorArgs),
 }
 
 /// Runs the parsed command.
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Inspect(args) => inspect::run(&args),
+        Command::Generate(args) => generate::run(&args),
+        Command::TrainGenerator(args) => train_generator::run(&args),
     }
 }

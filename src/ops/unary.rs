@@ -70,6 +70,52 @@ pub fn affine(x: &Tensor, mul: f64, add: f64) -> Result<Tensor> {
     op_output(storage, x.shape(), &[x], || AffineBack(mul))
 }
 
+struct ClampBack(f64, f64);
+impl Backward for ClampBack {
+    fn name(&self) -> &'static str {
+        "clamp"
+    }
+    fn backward(
+        &self,
+        g: &Tensor,
+        inputs: &[Tensor],
+        _: &[bool],
+        _: &Tensor,
+    ) -> Result<Vec<Option<Tensor>>> {
+        let x = &inputs[0];
+        let (lo, hi) = (self.0, self.1);
+        let dx = crate::with_real!(x.dtype(), T => {
+            let (xv, gv) = (x.to_vec::<T>(), g.to_vec::<T>());
+            // torch.clamp passes the gradient where lo <= x <= hi.
+            let d = cpu::par_fill(xv.len(), |i| {
+                let v = xv[i].as_f64();
+                if v >= lo && v <= hi { gv[i] } else { T::zero() }
+            });
+            Tensor::from_values(d, x.shape(), x.dtype())?
+        });
+        Ok(vec![Some(dx)])
+    }
+}
+
+/// min(max(x, lo), hi) (NaN stays NaN, as torch.clamp).
+pub fn clamp(x: &Tensor, lo: f64, hi: f64) -> Result<Tensor> {
+    if !x.dtype().is_float() || lo > hi {
+        bail!(
+            "clamp needs a float tensor and lo <= hi, got {} and [{lo}, {hi}]",
+            x.dtype()
+        );
+    }
+    let storage = crate::with_real!(x.dtype(), T => {
+        let (l, h) = (T::from_f64(lo), T::from_f64(hi));
+        let v = x.to_vec::<T>();
+        cpu::storage_from(
+            cpu::par_fill(v.len(), |i| if v[i] < l { l } else if v[i] > h { h } else { v[i] }),
+            x.dtype(),
+        )
+    });
+    op_output(storage, x.shape(), &[x], || ClampBack(lo, hi))
+}
+
 struct PowBack(f64);
 impl Backward for PowBack {
     fn name(&self) -> &'static str {
@@ -89,6 +135,10 @@ impl Backward for PowBack {
 }
 
 impl Tensor {
+    /// `torch.clamp(x, lo, hi)`.
+    pub fn clamp(&self, lo: f64, hi: f64) -> Result<Tensor> {
+        clamp(self, lo, hi)
+    }
     pub fn neg(&self) -> Result<Tensor> {
         unary(Unary::Neg, self)
     }

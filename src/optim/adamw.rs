@@ -231,6 +231,22 @@ impl AdamW {
             .collect()
     }
 
+    /// Every parameter at full precision, in `params()` order: the fp32 master of a
+    /// half-precision parameter the optimizer has stepped, else the parameter itself
+    /// (for exporting weights trained in bf16/f16 without a second rounding).
+    pub fn full_precision_params(&self) -> Result<Vec<Tensor>> {
+        self.params()
+            .into_iter()
+            .zip(&self.state)
+            .map(
+                |(p, st)| match st.as_ref().and_then(|s| s.master.as_ref()) {
+                    Some(m) => Tensor::from_vec(m.clone(), p.shape()),
+                    None => Ok(p),
+                },
+            )
+            .collect()
+    }
+
     pub fn zero_grad(&self) {
         for g in &self.groups {
             for p in &g.params {

@@ -1,1 +1,7 @@
-//! (being written)
+//! End-to-end jobs built on the models: Stable Diffusion generation (with its work
+//! list, seeds and shards) and generator fine-tuning.
+
+pub mod generate;
+pub mod stable_diffusion;
+pub mod train_generator;
+pub mod work;
