@@ -11,13 +11,18 @@
 //! rounds, so both see the same machine load; each number is the median over rounds of
 //! a per-round median.
 //!
+//! The thread count is rayon's (`RAYON_NUM_THREADS=1 cargo bench --bench unet_step`
+//! compares single-threaded, which is far less sensitive to other work on the machine).
 //! `MEDSYN_BENCH_ONLY=<case>` times one medsyn case alone (for profilers);
 //! `MEDSYN_BENCH_PRINT_CASES=1` prints the cases' JSON (for running the script alone).
 
 #[path = "common/mod.rs"]
 mod common;
 
-use common::{fma_rate, fmt_opt, median, median_seconds, peak_line, write_report, PyServer};
+use common::{
+    fma_rate, fmt_opt, load_average, load_line, median, median_seconds, peak_line, write_report,
+    PyServer,
+};
 use medsyn::autograd::no_grad;
 use medsyn::models::unet::{UNet2DConditionModel, UNetConfig};
 use medsyn::models::{Config, Weights};
@@ -201,6 +206,7 @@ fn main() {
     }
     let threads = rayon::current_num_threads();
     let specs = specs();
+    let load_before = load_average();
     let mut peak = fma_rate();
     let mut reference = start_diffusers(threads, &specs);
     let mut cases = build_all(&specs);
@@ -223,6 +229,7 @@ fn main() {
         peak = peak.zip(fma_rate()).map(|(a, b)| a.max(b));
     }
 
+    let load_after = load_average();
     let ref_case = |key: &str| {
         reference
             .as_ref()
@@ -236,6 +243,7 @@ fn main() {
     println!("ratio = medsyn time / diffusers time (< 1: medsyn faster; target <= 1.0 at mid)");
     println!("each time: median over {ROUNDS} rounds (medsyn and diffusers alternating) of the median of {RUNS} runs");
     println!("{}", peak_line(peak, threads));
+    println!("{}", load_line(load_before, load_after, threads));
     match &reference {
         Ok(r) => println!(
             "diffusers {} on torch {} with {} threads (mkldnn: {}); FLOPs from torch's FlopCounterMode",
@@ -308,6 +316,8 @@ fn main() {
         "rounds": ROUNDS,
         "runs_per_round": RUNS,
         "fma_peak_gflops": peak.map(|p| p / 1e9),
+        "load_average_before": load_before,
+        "load_average_after": load_after,
         "reference": reference.as_ref().ok().map(|r| r.info.clone()),
         "reference_missing": reference.as_ref().err(),
         "cases": json_rows,

@@ -65,6 +65,26 @@ fn check_forward_f32(version: &str) {
         1e-5,
         &format!("unet_{version} out t=500 (f32)"),
     );
+    // LCM-style timestep_cond through time_embedding.cond_proj (v3 only).
+    if fx.has("timestep_cond") {
+        let cond = fx.get("timestep_cond").to_dtype(DType::F32).unwrap();
+        let y = m
+            .forward_with_cond(&x, &timesteps(&fx), &ctx, Some(&cond))
+            .unwrap();
+        assert_close(
+            &y,
+            &fx.get("out_cond"),
+            1e-5,
+            &format!("unet_{version} out with timestep_cond (f32)"),
+        );
+    } else {
+        let cond = Tensor::zeros(&[2, 6], DType::F32).unwrap();
+        let e = m
+            .forward_with_cond(&x, &timesteps(&fx), &ctx, Some(&cond))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("time_cond_proj_dim"), "{e}");
+    }
 }
 
 /// Forward in bf16 (weights and inputs rounded) against the float64 reference.

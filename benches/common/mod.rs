@@ -84,6 +84,36 @@ pub fn peak_line(peak: Option<f64>, threads: usize) -> String {
     }
 }
 
+/// The 1-minute load average (Linux /proc/loadavg), or None where unavailable.
+pub fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// A line on the machine's load: the 1-minute load averages sampled before and after
+/// timing; `threads` is what the bench itself keeps busy. Warns when other work shared
+/// the cores: multi-threaded timings then measure scheduling more than kernels (torch's
+/// OpenMP barriers suffer most).
+pub fn load_line(before: Option<f64>, after: Option<f64>, threads: usize) -> String {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let (Some(b), Some(a)) = (before, after) else {
+        return format!("machine load: unknown ({cores} cores)");
+    };
+    let others = b.max(a - threads as f64);
+    let mut line = format!(
+        "machine load average: {b:.2} before, {a:.2} after, on {cores} cores (other work: about {:.1} cores)",
+        others.max(0.0)
+    );
+    if others > 0.5 {
+        line += "\nWARNING: other work shared the cores; multi-threaded times (torch's most) are inflated and noisy";
+    }
+    line
+}
+
 /// `v` with `prec` decimals, or "-" when missing.
 pub fn fmt_opt(v: Option<f64>, prec: usize) -> String {
     v.map_or("-".to_string(), |v| format!("{v:.prec$}"))

@@ -18,7 +18,7 @@ impl Config {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::file(path, format!("cannot read config: {e}")))?;
-        let value: Value = serde_json::from_str(&text)
+        let value: Value = serde_json::from_str(&python_json_constants(&text))
             .map_err(|e| Error::file(path, format!("invalid JSON: {e}")))?;
         Config::from_value(path, value)
     }
@@ -194,6 +194,45 @@ impl Config {
     }
 }
 
+/// Python's `json` writes `Infinity`, `-Infinity` and `NaN` (diffusers saves e.g.
+/// `"lambda_min_clipped": -Infinity`), which strict JSON lacks: outside strings they
+/// become ±1e308 and null.
+fn python_json_constants(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let (mut in_string, mut escaped) = (false, false);
+    let mut rest = text;
+    while let Some(c) = rest.chars().next() {
+        if in_string {
+            out.push(c);
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+            rest = &rest[c.len_utf8()..];
+            continue;
+        }
+        let replaced = [
+            ("-Infinity", "-1e308"),
+            ("Infinity", "1e308"),
+            ("NaN", "null"),
+        ]
+        .into_iter()
+        .find(|(from, _)| rest.starts_with(from));
+        if let Some((from, to)) = replaced {
+            out.push_str(to);
+            rest = &rest[from.len()..];
+            continue;
+        }
+        in_string = c == '"';
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -228,6 +267,17 @@ mod tests {
         );
         assert!(c.reject("n", "").is_ok());
         assert!(c.reject("a", "why").is_err());
+    }
+
+    #[test]
+    fn python_infinity_and_nan_are_read() {
+        let t = r#"{"lambda_min_clipped": -Infinity, "b": Infinity, "c": NaN, "s": "NaN -Infinity \" x"}"#;
+        let v: Value = serde_json::from_str(&python_json_constants(t)).unwrap();
+        let c = cfg(v);
+        assert_eq!(c.f64("lambda_min_clipped").unwrap(), -1e308);
+        assert_eq!(c.f64("b").unwrap(), 1e308);
+        assert!(!c.has("c"));
+        assert_eq!(c.str("s").unwrap(), "NaN -Infinity \" x");
     }
 
     #[test]

@@ -10,14 +10,14 @@
 //! depend on the batch size, the shard or an interrupted run.
 
 use super::stable_diffusion::StableDiffusion;
-use super::work::{image_file_name, image_seed, Shard, WorkItem};
-use crate::data::csv::{append_rows, write_csv_atomic, CsvTable};
+use super::work::{file_names, work_list, Manifest, Prompt, Shard, WorkItem};
+use crate::data::csv::CsvTable;
 use crate::data::reports::{select_text, Section};
 use crate::error::{Context, Error, Result};
 use crate::imageio::{tensor_to_u8_images, write_png_atomic};
 use crate::io::{save_safetensors, TensorSet};
 use crate::progress::Progress;
-use crate::schedulers::{build_scheduler, Scheduler, SchedulerKind, SchedulerOptions};
+use crate::schedulers::{build_scheduler, SchedulerKind, SchedulerOptions};
 use crate::tensor::{DType, Philox, Tensor};
 use crate::{bail, ensure};
 use std::collections::HashSet;
@@ -75,16 +75,6 @@ pub struct GenerateSummary {
     pub seconds: f64,
 }
 
-const MANIFEST_HEADERS: [&str; 7] = [
-    "id",
-    "prompt",
-    "seed",
-    "steps",
-    "guidance",
-    "scheduler",
-    "file",
-];
-
 /// The full, ordered work list (before sharding): one item per prompt × image index.
 pub fn work_items(opts: &GenerateOptions) -> Result<(Vec<WorkItem>, usize)> {
     let (entries, skipped) = prompt_entries(&opts.prompts)?;
@@ -98,22 +88,16 @@ pub fn work_items(opts: &GenerateOptions) -> Result<(Vec<WorkItem>, usize)> {
         n if n == entries.len() => opts.negatives.clone(),
         n => bail!("{n} negative prompts for {} prompts: give one per prompt, in order, or a single one for all", entries.len()),
     };
-    ensure!(
-        opts.images_per_prompt >= 1,
-        "--images-per-prompt must be at least 1"
-    );
-    let mut items = Vec::with_capacity(entries.len() * opts.images_per_prompt);
-    for ((id, prompt), negative) in entries.into_iter().zip(negatives) {
-        for index in 0..opts.images_per_prompt {
-            items.push(WorkItem {
-                seed: image_seed(opts.seed, &id, index),
-                id: id.clone(),
-                prompt: prompt.clone(),
-                negative: negative.clone(),
-                index,
-            });
-        }
-    }
+    let prompts: Vec<Prompt> = entries
+        .into_iter()
+        .zip(negatives)
+        .map(|((id, prompt), negative)| Prompt {
+            id,
+            prompt,
+            negative,
+        })
+        .collect();
+    let items = work_list(&prompts, opts.images_per_prompt, opts.seed)?;
     Ok((items, skipped))
 }
 
@@ -215,22 +199,19 @@ pub fn run_generate(opts: &GenerateOptions) -> Result<GenerateSummary> {
         skipped_reports,
         ..Default::default()
     };
-    let manifest = opts
-        .out
-        .as_ref()
-        .map(|o| o.join(manifest_name(&opts.shard)));
-    let manifest_row = |k: usize| -> Vec<String> {
-        let it = &items[k];
-        vec![
-            it.id.clone(),
-            it.prompt.clone(),
-            it.seed.to_string(),
-            opts.steps.to_string(),
-            opts.guidance.to_string(),
-            scheduler_name.clone(),
-            files[k].clone(),
-        ]
-    };
+    let manifest = opts.out.as_ref().map(|o| {
+        Manifest::new(
+            o.join(manifest_name(&opts.shard)),
+            opts.steps,
+            opts.guidance,
+            &scheduler_name,
+            opts.images_per_prompt,
+        )
+    });
+    if let (Some(out), Some(m)) = (&opts.out, &manifest) {
+        // Rows lost to an interruption between a PNG and its row come back first.
+        m.reconcile(&opts.shard.select(items.clone()), out)?;
+    }
     let mut progress = if opts.quiet {
         Progress::hidden()
     } else {
@@ -284,8 +265,10 @@ pub fn run_generate(opts: &GenerateOptions) -> Result<GenerateSummary> {
             for (j, &k) in batch.iter().enumerate() {
                 write_png_atomic(out.join(&files[k]), &pixels[j], width, height, 3)?;
             }
-            let rows: Vec<Vec<String>> = batch.iter().map(|&k| manifest_row(k)).collect();
-            append_rows(manifest.as_ref().unwrap(), &MANIFEST_HEADERS, &rows)?;
+            let written: Vec<WorkItem> = batch.iter().map(|&k| items[k].clone()).collect();
+            if let Some(m) = &manifest {
+                m.append(&written)?;
+            }
         }
         if opts.save_tensors.is_some() {
             kept_latents.push(latents);
@@ -295,15 +278,6 @@ pub fn run_generate(opts: &GenerateOptions) -> Result<GenerateSummary> {
         progress.inc(batch.len());
     }
     progress.finish();
-    if let (Some(out), Some(manifest)) = (&opts.out, &manifest) {
-        // Rewrite the manifest in work order from what is on disk: rows of earlier
-        // runs stay, a row lost to an interruption comes back, none is duplicated.
-        let rows: Vec<Vec<String>> = (0..items.len())
-            .filter(|&k| opts.shard.contains(k) && out.join(&files[k]).is_file())
-            .map(manifest_row)
-            .collect();
-        write_csv_atomic(manifest, &MANIFEST_HEADERS, &rows)?;
-    }
     if let Some(path) = &opts.save_tensors {
         save_tensors(path, &kept_latents, &kept_images)?;
     }
@@ -317,21 +291,6 @@ fn manifest_name(shard: &Shard) -> String {
     } else {
         format!("manifest-shard-{}-of-{}.csv", shard.index(), shard.count())
     }
-}
-
-fn file_names(items: &[WorkItem], images_per_prompt: usize) -> Result<Vec<String>> {
-    let mut seen = std::collections::HashMap::new();
-    let mut names = Vec::with_capacity(items.len());
-    for it in items {
-        let name = image_file_name(&it.id, it.index, images_per_prompt);
-        if let Some(other) = seen.insert(name.clone(), it.id.clone()) {
-            if other != it.id {
-                bail!("ids `{other}` and `{}` both map to the file name {name}; make the ids differ in letters, digits, '.', '_' or '-'", it.id);
-            }
-        }
-        names.push(name);
-    }
-    Ok(names)
 }
 
 fn image_size(opts: &GenerateOptions, pipe: &StableDiffusion) -> Result<(usize, usize)> {
@@ -383,9 +342,4 @@ fn save_tensors(path: &Path, latents: &[Tensor], images: &[Tensor]) -> Result<()
     let cat = |ts: &[Tensor]| Tensor::cat(&ts.iter().collect::<Vec<_>>(), 0);
     let (l, i) = (cat(latents)?, cat(images)?);
     save_safetensors(path, &[("latents", &l), ("images", &i)], None)
-}
-
-/// The scheduler a run uses, to print before starting.
-pub fn describe_scheduler(s: &dyn Scheduler) -> String {
-    format!("{} ({} steps)", s.name(), s.timesteps().len())
 }

@@ -5,7 +5,7 @@
 //! `shard.select(all)` → `pending(.., out_dir, n)` → generate, write each PNG
 //! (`item.file_name(n)`), then `manifest.append(&batch)`.
 
-use crate::data::csv::{append_rows, CsvTable};
+use crate::data::csv::{append_rows, write_csv_atomic, CsvTable};
 use crate::error::{Error, Result};
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -307,28 +307,46 @@ impl Manifest {
         append_rows(&self.path, &Manifest::HEADERS, &rows)
     }
 
-    /// Adds rows for items whose PNG exists in `out_dir` but which the manifest does not list
-    /// (a run stopped between writing an image and its row); returns how many were added.
-    /// Call it when resuming, before generating.
+    /// Brings the manifest in line with `out_dir` before a resumed run: adds rows for items
+    /// whose PNG exists but is not listed (a run stopped between an image and its row), and
+    /// drops rows whose PNG is gone or listed twice (those images are made again and
+    /// appended). Rewrites the file atomically when anything changed; returns rows added.
     pub fn reconcile(&self, items: &[WorkItem], out_dir: &Path) -> Result<usize> {
-        let listed: HashSet<String> = if self.path.exists() {
+        let old = if self.path.exists() {
             Manifest::read(&self.path)?
-                .into_iter()
-                .map(|r| r.file)
-                .collect()
         } else {
-            HashSet::new()
+            Vec::new()
         };
+        let mut seen = HashSet::new();
+        let kept: Vec<&ManifestRow> = old
+            .iter()
+            .filter(|r| out_dir.join(&r.file).is_file() && seen.insert(r.file.clone()))
+            .collect();
         let missing: Vec<WorkItem> = items
             .iter()
             .filter(|i| {
                 let file = i.file_name(self.images_per_prompt);
-                !listed.contains(&file) && out_dir.join(&file).is_file()
+                !seen.contains(&file) && out_dir.join(&file).is_file()
             })
             .cloned()
             .collect();
-        if !missing.is_empty() {
-            self.append(&missing)?;
+        if kept.len() != old.len() || !missing.is_empty() {
+            let mut rows: Vec<[String; 7]> = kept
+                .iter()
+                .map(|r| {
+                    [
+                        r.id.clone(),
+                        r.prompt.clone(),
+                        r.seed.to_string(),
+                        r.steps.to_string(),
+                        r.guidance.to_string(),
+                        r.scheduler.clone(),
+                        r.file.clone(),
+                    ]
+                })
+                .collect();
+            rows.extend(missing.iter().map(|i| self.row(i)));
+            write_csv_atomic(&self.path, &Manifest::HEADERS, &rows)?;
         }
         Ok(missing.len())
     }

@@ -145,8 +145,8 @@ impl Scheduler for Euler {
             .cursor
             .begin_step(NAME, false, model_output, step_index, sample, noise)?;
         let (dtype, mo, x) = (inp.dtype, inp.model_output, inp.sample);
-        // s_churn = 0: sigma_hat = sigma
-        let sigma = self.sched.sigmas[step_index] * (0.0 + 1.0);
+        // s_churn = 0 (diffusers' default), so σ̂ = σ
+        let sigma = self.sched.sigmas[step_index];
         let x0 = SigmaSchedule::x0(self.cfg.prediction_type, sigma, &mo, &x)?;
         let derivative = div(&x.sub(&x0)?, sigma)?;
         let dt = self.sched.sigmas[step_index + 1] - sigma;

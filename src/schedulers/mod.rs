@@ -179,7 +179,7 @@ pub fn build_scheduler(
     let cfg = SchedulerConfig::resolve(kind, folder_config, overrides)?;
     ensure!(
         overrides.eta == 0.0 || kind == SchedulerKind::Ddim,
-        "eta = {} applies to DDIM only ({} is deterministic or draws its own noise scale)",
+        "eta = {} applies to DDIM only, not to {}",
         overrides.eta,
         kind.class_name()
     );
