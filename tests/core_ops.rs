@@ -226,3 +226,38 @@ fn frozen_inputs_get_no_gradient_and_grads_accumulate() {
     let _g = no_grad();
     assert!(!x.linear(&w, None).unwrap().requires_grad());
 }
+
+/// Bias-like broadcasts (read in place without expanding) give what the expanded
+/// operand gives, in both operand orders.
+#[test]
+fn in_place_broadcast_patterns_match_expanded_operands() {
+    let mut rng = Philox::new(9);
+    let a = Tensor::randn(&mut rng, &[2, 3, 4, 5], DType::F32).unwrap();
+    for shape in [
+        &[5][..],
+        &[4, 5],
+        &[2, 3, 1, 1],
+        &[3, 1, 1],
+        &[1, 1],
+        &[2, 1, 4, 5],
+        &[1, 3, 4, 1],
+    ] {
+        let b = Tensor::randn(&mut rng, shape, DType::F32)
+            .unwrap()
+            .affine(1.0, 3.0)
+            .unwrap();
+        let wide = b.broadcast_as(a.shape()).unwrap().contiguous().unwrap();
+        for (x, y, xw, yw) in [(&a, &b, &a, &wide), (&b, &a, &wide, &a)] {
+            assert_eq!(
+                x.sub(y).unwrap().to_vec_f32(),
+                xw.sub(yw).unwrap().to_vec_f32(),
+                "sub {shape:?}"
+            );
+            assert_eq!(
+                x.div(y).unwrap().to_vec_f32(),
+                xw.div(yw).unwrap().to_vec_f32(),
+                "div {shape:?}"
+            );
+        }
+    }
+}

@@ -231,3 +231,42 @@ fn bad_configs_and_inputs_are_reported() {
         "{e}"
     );
 }
+
+#[test]
+fn deprecated_attention_names_load() {
+    // Older diffusers VAEs name the mid-block attention query/key/value/proj_attn.
+    let set = TensorSet::open(dir()).unwrap();
+    let renamed: Vec<(String, Tensor)> = set
+        .names()
+        .iter()
+        .map(|n| {
+            let new = n
+                .replace("attentions.0.to_q.", "attentions.0.query.")
+                .replace("attentions.0.to_k.", "attentions.0.key.")
+                .replace("attentions.0.to_v.", "attentions.0.value.")
+                .replace("attentions.0.to_out.0.", "attentions.0.proj_attn.");
+            (new, set.load(n).unwrap())
+        })
+        .collect();
+    assert!(renamed.iter().any(|(n, _)| n.contains("proj_attn")));
+    let path = std::env::temp_dir().join(format!(
+        "medsyn-vae-legacy-{}.safetensors",
+        std::process::id()
+    ));
+    let refs: Vec<(&str, &Tensor)> = renamed.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    medsyn::io::save_safetensors(&path, &refs, None).unwrap();
+    let legacy = TensorSet::open(&path).unwrap();
+    let vae = AutoencoderKL::load(&config(), &Weights::from_set(&legacy, DType::F32)).unwrap();
+    let fx = Fixture::load("vae_kl_io");
+    let _g = no_grad();
+    let y = vae
+        .decode(&fx.get("z").to_dtype(DType::F32).unwrap())
+        .unwrap();
+    assert_close(&y, &fx.get("decoded"), 1e-5, "decoded (legacy names)");
+    // Saved under the current names, as diffusers does.
+    assert!(vae
+        .parameters()
+        .iter()
+        .any(|(n, _)| n.ends_with("attentions.0.to_out.0.weight")));
+    std::fs::remove_file(path).unwrap();
+}

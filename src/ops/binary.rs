@@ -71,17 +71,74 @@ fn promote(a: DType, b: DType) -> Result<DType> {
     })
 }
 
+/// How an operand's values map onto the output's flat index `i`.
+#[derive(Clone, Copy)]
+enum Reach {
+    /// Same shape: value `i`.
+    Full,
+    /// Repeats over leading dims (a bias [C] on [N, L, C]): value `i % inner`.
+    Trailing(usize),
+    /// Repeats over trailing dims (a [N, C, 1, 1] on [N, C, H, W]): value `i / inner`.
+    Leading(usize),
+}
+
+/// The broadcast patterns read in place (no expanded copy): `shape` padded with
+/// leading 1s must be a suffix or a prefix (followed by 1s) of `out`.
+fn reach(shape: &[usize], out: &[usize]) -> Option<Reach> {
+    if shape == out {
+        return Some(Reach::Full);
+    }
+    let mut padded = vec![1; out.len().saturating_sub(shape.len())];
+    padded.extend_from_slice(shape);
+    if padded.len() != out.len() {
+        return None;
+    }
+    // First dim (from the left) where the operand is not broadcast.
+    let first = padded
+        .iter()
+        .zip(out)
+        .position(|(p, o)| p == o && *o != 1)
+        .unwrap_or(out.len());
+    if padded[first..] == out[first..] && padded[..first].iter().all(|&p| p == 1) {
+        return Some(Reach::Trailing(out[first..].iter().product()));
+    }
+    let last = padded
+        .iter()
+        .zip(out)
+        .rposition(|(p, o)| p == o && *o != 1)
+        .map_or(0, |k| k + 1);
+    if padded[..last] == out[..last] && padded[last..].iter().all(|&p| p == 1) {
+        return Some(Reach::Leading(out[last..].iter().product()));
+    }
+    None
+}
+
 fn binary(op: Binary, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     let shape = broadcast_shapes(a.shape(), b.shape()).map_err(|e| e.context(op.name()))?;
     let dtype = promote(a.dtype(), b.dtype())?;
+    let n: usize = shape.iter().product();
     let storage = crate::with_real!(dtype, T => {
-        // Operands already of the output's shape are read in place (no copy when
-        // contiguous and of the compute dtype); broadcast ones are expanded first.
-        let expand = |t: &Tensor| -> Result<Tensor> {
-            if t.shape() == shape.as_slice() { Ok(t.detach()) } else { Ok(t.broadcast_as(&shape)?.detach()) }
+        // Operands of the output's shape, and bias-like broadcasts, are read in
+        // place (no copy when contiguous and of the compute dtype); other
+        // broadcasts are expanded first.
+        let operand = |t: &Tensor| -> Result<(Tensor, Reach)> {
+            match reach(t.shape(), &shape) {
+                Some(r) if t.is_contiguous() || matches!(r, Reach::Full) => Ok((t.detach(), r)),
+                _ => Ok((t.broadcast_as(&shape)?.detach(), Reach::Full)),
+            }
         };
-        let (ea, eb) = (expand(a)?, expand(b)?);
-        let out = ea.with_values::<T, _>(|av| eb.with_values::<T, _>(|bv| cpu::elementwise::binary(op, av, bv)));
+        let ((ea, ra), (eb, rb)) = (operand(a)?, operand(b)?);
+        let out = ea.with_values::<T, _>(|av| eb.with_values::<T, _>(|bv| {
+            let at = |v: &[T], r: Reach, i: usize| match r {
+                Reach::Full => v[i],
+                Reach::Trailing(inner) => v[i % inner],
+                Reach::Leading(inner) => v[i / inner],
+            };
+            match (ra, rb) {
+                (Reach::Full, Reach::Full) => cpu::elementwise::binary(op, av, bv),
+                _ => cpu::par_fill(n, |i| op.apply(at(av, ra, i), at(bv, rb, i))),
+            }
+        }));
         cpu::storage_from(out, dtype)
     });
     op_output(storage, &shape, &[a, b], || BinaryBack(op))
