@@ -74,5 +74,12 @@ macro_rules! bail {
 /// Return early with a formatted [`Error`] unless the condition holds.
 #[macro_export]
 macro_rules! ensure {
-    ($cond:expr, $($arg:tt)*) => { if !($cond) { $crate::bail!($($arg)*); } };
+    // Bound first: `!(x > 0.0)` (NaN fails the check) would trip clippy's
+    // neg_cmp_op_on_partial_ord at every call site.
+    ($cond:expr, $($arg:tt)*) => {
+        let holds: bool = $cond;
+        if !holds {
+            $crate::bail!($($arg)*);
+        }
+    };
 }

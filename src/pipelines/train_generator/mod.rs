@@ -86,7 +86,7 @@ pub fn train_generator(opts: &TrainGeneratorOptions) -> Result<TrainSummary> {
             .len()
             .saturating_sub(1);
     ensure!(
-        resolution % multiple == 0,
+        resolution.is_multiple_of(multiple),
         "--resolution must be a multiple of {multiple} for this model, got {resolution}"
     );
     let schedule = NoiseSchedule::from_config(Some(&pipe.scheduler_config), None)?;
