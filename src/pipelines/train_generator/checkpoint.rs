@@ -12,20 +12,24 @@ pub fn checkpoints_dir(out: &Path) -> PathBuf {
     out.join("checkpoints")
 }
 
-/// The newest complete checkpoint folder under `out/checkpoints`, with its step.
-pub fn latest(out: &Path) -> Option<(u64, PathBuf)> {
-    let dir = checkpoints_dir(out);
+/// `(step, folder)` of every `step-N` folder under `dir` (complete or not).
+fn step_dirs(dir: &Path) -> Vec<(u64, PathBuf)> {
     std::fs::read_dir(dir)
-        .ok()?
+        .into_iter()
+        .flatten()
         .flatten()
         .filter_map(|e| {
             let name = e.file_name().to_string_lossy().into_owned();
-            let step = name.strip_prefix("step-")?.parse::<u64>().ok()?;
-            e.path()
-                .join("trainer_state.json")
-                .is_file()
-                .then(|| (step, e.path()))
+            Some((name.strip_prefix("step-")?.parse::<u64>().ok()?, e.path()))
         })
+        .collect()
+}
+
+/// The newest complete checkpoint folder under `out/checkpoints`, with its step.
+pub fn latest(out: &Path) -> Option<(u64, PathBuf)> {
+    step_dirs(&checkpoints_dir(out))
+        .into_iter()
+        .filter(|(_, p)| p.join("trainer_state.json").is_file())
         .max_by_key(|(s, _)| *s)
 }
 
@@ -59,16 +63,7 @@ pub fn save(out: &Path, step: u64, parts: &CheckpointParts, keep: usize) -> Resu
 }
 
 fn prune(dir: &Path, keep: usize) {
-    let mut steps: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let step = name.strip_prefix("step-")?.parse::<u64>().ok()?;
-            Some((step, e.path()))
-        })
-        .collect();
+    let mut steps = step_dirs(dir);
     steps.sort();
     let n = steps.len();
     for (_, p) in steps.into_iter().take(n.saturating_sub(keep.max(1))) {

@@ -39,7 +39,7 @@ pub fn export_folder(
         out,
         "unet",
         "diffusion_pytorch_model.safetensors",
-        &trained("unet/"),
+        &trained("unet."),
     )?;
     if opts.train_text_encoder {
         write_component(
@@ -47,7 +47,7 @@ pub fn export_folder(
             out,
             "text_encoder",
             "model.safetensors",
-            &trained("text_encoder/"),
+            &trained("text_encoder."),
         )?;
     } else {
         copy_dir(&src.join("text_encoder"), &out.join("text_encoder"))?;

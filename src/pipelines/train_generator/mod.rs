@@ -12,6 +12,7 @@ pub mod step;
 use super::stable_diffusion::StableDiffusion;
 use super::work::image_seed;
 use crate::error::{Error, Result};
+use crate::nn::prefixed;
 use crate::optim::{clip_grad_norm, AdamW, AdamWConfig, Ema, EmaConfig, WarmupCosine};
 use crate::progress::Progress;
 use crate::schedulers::NoiseSchedule;
@@ -233,13 +234,6 @@ pub fn train_generator(opts: &TrainGeneratorOptions) -> Result<TrainSummary> {
         last_loss,
         seconds: started.elapsed().as_secs_f64(),
     })
-}
-
-fn prefixed(prefix: &str, named: Vec<(String, Tensor)>) -> Vec<(String, Tensor)> {
-    named
-        .into_iter()
-        .map(|(n, t)| (format!("{prefix}/{n}"), t))
-        .collect()
 }
 
 /// The draws of one micro-batch: VAE sampling noise, diffusion noise, timesteps.
