@@ -105,7 +105,7 @@ pub fn load_line(before: Option<f64>, after: Option<f64>, threads: usize) -> Str
     };
     let others = b.max(a - threads as f64);
     let mut line = format!(
-        "machine load average: {b:.2} before, {a:.2} after, on {cores} cores (other work: about {:.1} cores)",
+        "machine load average: {b:.2} before, {a:.2} after, on {cores} cores (other work: up to about {:.1} cores)",
         others.max(0.0)
     );
     if others > 0.5 {
