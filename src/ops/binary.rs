@@ -1,7 +1,10 @@
 //! Broadcasting binary ops (add, sub, mul, div, maximum, minimum) and scalar ops.
 
 use crate::autograd::{op_output, Backward};
-use crate::backend::cpu::{self, elementwise::Binary};
+use crate::backend::cpu::{
+    self,
+    binary::{Binary, Reach},
+};
 use crate::bail;
 use crate::error::Result;
 use crate::tensor::{broadcast_shapes, DType, Tensor};
@@ -71,17 +74,6 @@ fn promote(a: DType, b: DType) -> Result<DType> {
     })
 }
 
-/// How an operand's values map onto the output's flat index `i`.
-#[derive(Clone, Copy)]
-enum Reach {
-    /// Same shape: value `i`.
-    Full,
-    /// Repeats over leading dims (a bias [C] on [N, L, C]): value `i % inner`.
-    Trailing(usize),
-    /// Repeats over trailing dims (a [N, C, 1, 1] on [N, C, H, W]): value `i / inner`.
-    Leading(usize),
-}
-
 /// The broadcast patterns read in place (no expanded copy): `shape` padded with
 /// leading 1s must be a suffix or a prefix (followed by 1s) of `out`.
 fn reach(shape: &[usize], out: &[usize]) -> Option<Reach> {
@@ -128,17 +120,9 @@ fn binary(op: Binary, a: &Tensor, b: &Tensor) -> Result<Tensor> {
             }
         };
         let ((ea, ra), (eb, rb)) = (operand(a)?, operand(b)?);
-        let out = ea.with_values::<T, _>(|av| eb.with_values::<T, _>(|bv| {
-            let at = |v: &[T], r: Reach, i: usize| match r {
-                Reach::Full => v[i],
-                Reach::Trailing(inner) => v[i % inner],
-                Reach::Leading(inner) => v[i / inner],
-            };
-            match (ra, rb) {
-                (Reach::Full, Reach::Full) => cpu::elementwise::binary(op, av, bv),
-                _ => cpu::par_fill(n, |i| op.apply(at(av, ra, i), at(bv, rb, i))),
-            }
-        }));
+        let out = ea.with_values::<T, _>(|av| {
+            eb.with_values::<T, _>(|bv| cpu::binary::binary(op, av, ra, bv, rb, n))
+        });
         cpu::storage_from(out, dtype)
     });
     op_output(storage, &shape, &[a, b], || BinaryBack(op))

@@ -66,11 +66,7 @@ impl Tensor {
             for t in tensors {
                 let len = t.shape()[dim];
                 let src = t.to_vec::<T>();
-                let mut i = 0;
-                full.narrow(dim, start, len)?.for_each_index(|j| {
-                    out[j] = src[i];
-                    i += 1;
-                });
+                crate::tensor::scatter_into(&mut out, &full.narrow(dim, start, len)?, &src);
                 start += len;
             }
             cpu::storage_from(out, dtype)

@@ -44,6 +44,29 @@ fn unary(op: Unary, x: &Tensor) -> Result<Tensor> {
     op_output(storage, x.shape(), &[x], || UnaryBack(op))
 }
 
+struct GegluBack;
+
+impl Backward for GegluBack {
+    fn name(&self) -> &'static str {
+        "geglu"
+    }
+    fn backward(
+        &self,
+        g: &Tensor,
+        inputs: &[Tensor],
+        _: &[bool],
+        _: &Tensor,
+    ) -> Result<Vec<Option<Tensor>>> {
+        let x = &inputs[0];
+        let d = x.shape().last().copied().unwrap_or(0) / 2;
+        let dx = crate::with_real!(x.dtype(), T => {
+            let dx = cpu::geglu::geglu_backward(&x.to_vec::<T>(), &g.to_vec::<T>(), d);
+            Tensor::from_values(dx, x.shape(), x.dtype())?
+        });
+        Ok(vec![Some(dx)])
+    }
+}
+
 struct AffineBack(f64);
 impl Backward for AffineBack {
     fn name(&self) -> &'static str {
@@ -201,9 +224,24 @@ impl Tensor {
         op_output(storage, self.shape(), &[self], || PowBack(p))
     }
 
-    /// GEGLU (diffusers): split the last dim in halves (h, gate); h · gelu(gate).
+    /// GEGLU (diffusers): split the last dim in halves (h, gate); h · gelu(gate)
+    /// with the exact GELU. One fused pass forward and backward.
     pub fn geglu(&self) -> Result<Tensor> {
-        let halves = self.chunk(2, -1)?;
-        halves[0].mul(&halves[1].gelu()?)
+        let dims = self.shape();
+        let width = dims.last().copied().unwrap_or(0);
+        if !self.dtype().is_float() || dims.is_empty() || width % 2 != 0 {
+            bail!(
+                "geglu needs a float tensor whose last dim is even, got {} {:?}",
+                self.dtype(),
+                dims
+            );
+        }
+        let mut out_shape = dims.to_vec();
+        *out_shape.last_mut().expect("non-empty") = width / 2;
+        let storage = crate::with_real!(self.dtype(), T => {
+            let y = self.with_values::<T, _>(|v| cpu::geglu::geglu_forward(v, width / 2));
+            cpu::storage_from(y, self.dtype())
+        });
+        op_output(storage, &out_shape, &[self], || GegluBack)
     }
 }

@@ -282,11 +282,7 @@ impl Tensor {
             let mut out = vec![T::zero(); shape.iter().product()];
             let window = Layout::contiguous(shape).narrow(dim, start, self.shape()[dim])?;
             let src = self.to_vec::<T>();
-            let mut i = 0;
-            window.for_each_index(|j| {
-                out[j] = src[i];
-                i += 1;
-            });
+            crate::tensor::scatter_into(&mut out, &window, &src);
             Tensor::from_values(out, shape, self.dtype())
         })
     }

@@ -185,22 +185,30 @@ impl Layout {
 
     /// Storage index of every element, in row-major order of the view.
     pub fn for_each_index(&self, mut f: impl FnMut(usize)) {
+        self.for_each_run(|start, len, stride| {
+            for i in 0..len {
+                f(start + i * stride);
+            }
+        });
+    }
+
+    /// The view as runs along its last dim, in row-major order: `f(start, len,
+    /// stride)` for each, covering storage indices start, start + stride, ….
+    /// Copies go run by run (unit-stride runs become slice copies).
+    pub fn for_each_run(&self, mut f: impl FnMut(usize, usize, usize)) {
         let rank = self.rank();
         if self.numel() == 0 {
             return;
         }
         if rank == 0 {
-            f(self.offset);
-            return;
+            return f(self.offset, 1, 1);
         }
         let inner = self.shape[rank - 1];
         let inner_stride = self.strides[rank - 1];
         let mut idx = vec![0usize; rank - 1];
         let mut base = self.offset;
         loop {
-            for i in 0..inner {
-                f(base + i * inner_stride);
-            }
+            f(base, inner, inner_stride);
             // advance the outer multi-index
             let mut d = rank - 1;
             loop {
@@ -218,4 +226,23 @@ impl Layout {
             }
         }
     }
+}
+
+/// dst[view's storage indices, in row-major order] = src (src.len() = view.numel()).
+pub fn scatter_into<T: Copy>(dst: &mut [T], view: &Layout, src: &[T]) {
+    let mut i = 0;
+    view.for_each_run(|start, len, stride| {
+        let from = &src[i..i + len];
+        match stride {
+            1 => dst[start..start + len]
+                .iter_mut()
+                .zip(from)
+                .for_each(|(o, &v)| *o = v),
+            _ => from
+                .iter()
+                .enumerate()
+                .for_each(|(k, &v)| dst[start + k * stride] = v),
+        }
+        i += len;
+    });
 }

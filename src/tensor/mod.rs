@@ -11,7 +11,7 @@ mod storage;
 
 pub use device::Device;
 pub use dtype::DType;
-pub use layout::{broadcast_shapes, contiguous_strides, resolve_dim, Layout};
+pub use layout::{broadcast_shapes, contiguous_strides, resolve_dim, scatter_into, Layout};
 pub use num_traits;
 pub use random::Philox;
 pub use real::Real;

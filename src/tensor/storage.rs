@@ -126,7 +126,13 @@ fn convert_slice<S: StorageElem, T: Real>(src: &[S], layout: &Layout) -> Vec<T> 
                 .map(|&v| T::from_f64(v.as_f64())),
         );
     } else {
-        layout.for_each_index(|i| out.push(T::from_f64(src[i].as_f64())));
+        layout.for_each_run(|start, len, stride| {
+            let conv = |&v: &S| T::from_f64(v.as_f64());
+            match stride {
+                1 => out.extend(src[start..start + len].iter().map(conv)),
+                _ => out.extend((0..len).map(|i| conv(&src[start + i * stride]))),
+            }
+        });
     }
     out
 }
@@ -170,7 +176,10 @@ fn gather_same<S: Copy>(src: &[S], layout: &Layout) -> Vec<S> {
         return src[start..start + layout.numel()].to_vec();
     }
     let mut out = Vec::with_capacity(layout.numel());
-    layout.for_each_index(|i| out.push(src[i]));
+    layout.for_each_run(|start, len, stride| match stride {
+        1 => out.extend(src[start..start + len].iter().copied()),
+        _ => out.extend((0..len).map(|i| src[start + i * stride])),
+    });
     out
 }
 

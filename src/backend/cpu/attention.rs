@@ -7,6 +7,7 @@
 //! of −∞ and zero gradients. PyTorch returns NaN for such rows instead.
 
 use super::gemm::{matmul, MatRef};
+use super::vmath;
 use crate::tensor::Real;
 use rayon::prelude::*;
 
@@ -212,18 +213,14 @@ pub fn attention_forward<T: Real>(
             let bk = blk.bk;
             score_block(&q, &k, masks, &dims, &blk, scale, &mut s);
             for (r, row) in s[..bq * bk].chunks_mut(bk).enumerate() {
-                let m_new = row.iter().fold(m[r], |a, &x| a.max(x));
+                let m_new = vmath::max_of(row, m[r]);
                 if m_new == T::neg_infinity() {
                     // Everything so far is masked: nothing to add (o and l stay 0).
                     row.fill(T::zero());
                     continue;
                 }
                 let alpha = (m[r] - m_new).exp();
-                let mut sum = T::zero();
-                for x in row.iter_mut() {
-                    *x = (*x - m_new).exp();
-                    sum += *x;
-                }
+                let sum = vmath::exp_sub_sum(row, m_new);
                 l[r] = l[r] * alpha + sum;
                 if alpha != T::one() {
                     o[r * dv..(r + 1) * dv].iter_mut().for_each(|x| *x *= alpha);
@@ -338,7 +335,7 @@ pub fn attention_backward<T: Real>(
                         if lse_r == T::neg_infinity() {
                             row.fill(T::zero());
                         } else {
-                            row.iter_mut().for_each(|x| *x = (*x - lse_r).exp());
+                            vmath::exp_sub_sum(row, lse_r);
                         }
                     }
                     let p_t = MatRef {

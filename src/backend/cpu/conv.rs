@@ -4,6 +4,7 @@
 //! dilation throughout; and 2-D zero padding.
 
 use super::gemm::{matmul, matmul_packed_b, packed_b_available, Im2col, MatRef, PackB};
+use super::winograd;
 use crate::tensor::{DType, Real};
 use rayon::prelude::*;
 use std::cell::RefCell;
@@ -434,6 +435,11 @@ fn forward_implicit<T: Real>(g: &Conv2dGeom, x: &[T], w: &[T], bias: Option<&[T]
     out
 }
 
+/// The values of an f32 compute slice (`T` is f32 where this is called).
+fn as_f32<T: Real>(v: &[T]) -> &[f32] {
+    bytemuck::cast_slice(v)
+}
+
 /// conv2d forward over the batch: x [n, c, h, w], w [o, c/groups, kh, kw] → [n, o, oh, ow].
 /// Work is split into (image, output-row tile) units; with enough units they run on
 /// separate threads with single-threaded GEMMs, else one at a time with threaded GEMMs.
@@ -455,6 +461,10 @@ pub fn conv2d_forward<T: Real>(g: &Conv2dGeom, x: &[T], w: &[T], bias: Option<&[
             }
         }
         return out;
+    }
+    if T::DTYPE == DType::F32 && winograd::applicable(g) {
+        let y = winograd::forward(g, as_f32(x), as_f32(w), bias.map(as_f32));
+        return y.into_iter().map(T::from_f32).collect();
     }
     if g.groups == 1 && T::DTYPE == DType::F32 && packed_b_available() {
         return forward_implicit(g, x, w, bias);

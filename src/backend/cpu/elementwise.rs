@@ -1,7 +1,9 @@
-//! Elementwise kernels: unary maps and broadcasting binary ops.
+//! Elementwise unary kernels: the functions, their derivatives, and the maps.
 
-use super::par_fill;
+use super::vmath::{self, Map};
+use super::{par_fill, poisoned, PAR_CHUNK};
 use crate::tensor::Real;
+use rayon::prelude::*;
 
 /// Unary functions with their derivatives, shared by forward and backward.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -134,51 +136,36 @@ impl Unary {
     }
 }
 
+impl Unary {
+    /// The vectorised form of this function, where there is one.
+    fn vector_map(self) -> Option<Map> {
+        Some(match self {
+            Unary::Exp => Map::Exp,
+            Unary::Sigmoid => Map::Sigmoid,
+            Unary::Silu => Map::Silu,
+            Unary::Gelu => Map::Gelu,
+            Unary::GeluTanh => Map::GeluTanh,
+            Unary::QuickGelu => Map::QuickGelu,
+            _ => return None,
+        })
+    }
+}
+
 /// y = f(x) elementwise.
 pub fn unary<T: Real>(op: Unary, x: &[T]) -> Vec<T> {
-    par_fill(x.len(), |i| op.apply(x[i]))
+    match op.vector_map() {
+        Some(map) => {
+            let mut y = poisoned::<T>(x.len());
+            y.par_chunks_mut(PAR_CHUNK)
+                .zip(x.par_chunks(PAR_CHUNK))
+                .for_each(|(yc, xc)| vmath::map_into(map, xc, yc));
+            y
+        }
+        None => par_fill(x.len(), |i| op.apply(x[i])),
+    }
 }
 
 /// dx = dy · f'(x).
 pub fn unary_backward<T: Real>(op: Unary, x: &[T], y: &[T], dy: &[T]) -> Vec<T> {
     par_fill(x.len(), |i| dy[i] * op.derivative(x[i], y[i]))
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Binary {
-    Add,
-    Sub,
-    Mul,
-    Div,
-    Maximum,
-    Minimum,
-}
-
-impl Binary {
-    pub fn name(self) -> &'static str {
-        match self {
-            Binary::Add => "add",
-            Binary::Sub => "sub",
-            Binary::Mul => "mul",
-            Binary::Div => "div",
-            Binary::Maximum => "maximum",
-            Binary::Minimum => "minimum",
-        }
-    }
-
-    pub fn apply<T: Real>(self, a: T, b: T) -> T {
-        match self {
-            Binary::Add => a + b,
-            Binary::Sub => a - b,
-            Binary::Mul => a * b,
-            Binary::Div => a / b,
-            Binary::Maximum => a.max(b),
-            Binary::Minimum => a.min(b),
-        }
-    }
-}
-
-/// out = op(a, b) on equal-length (already broadcast) inputs.
-pub fn binary<T: Real>(op: Binary, a: &[T], b: &[T]) -> Vec<T> {
-    par_fill(a.len(), |i| op.apply(a[i], b[i]))
 }

@@ -2,13 +2,17 @@
 //! (`f32` for f32/f16/bf16 tensors, `f64` for f64 tensors).
 
 pub mod attention;
+pub mod binary;
 pub mod conv;
 pub mod elementwise;
+pub mod geglu;
 pub mod gemm;
 pub mod norm;
 pub mod pool;
 pub mod reduce;
 pub mod softmax;
+pub mod vmath;
+pub mod winograd;
 
 use crate::tensor::{CpuStorage, Layout, Real, Storage, Tensor};
 use rayon::prelude::*;

@@ -5,6 +5,7 @@
 //! traffic, and it keeps large groups such as SD's 40960-element GroupNorm groups
 //! accurate in f32).
 
+use super::vmath::{self, Map};
 use super::PAR_CHUNK;
 use crate::tensor::Real;
 use rayon::prelude::*;
@@ -12,8 +13,8 @@ use rayon::prelude::*;
 /// Mean and 1/sqrt(biased variance + eps) of `x` (two passes).
 fn moments<T: Real>(x: &[T], eps: f64) -> (T, T) {
     let n = x.len().max(1) as f64;
-    let mean = x.iter().map(|v| v.as_f64()).sum::<f64>() / n;
-    let var = x.iter().map(|v| (v.as_f64() - mean).powi(2)).sum::<f64>() / n;
+    let mean = vmath::sum_f64(x, 0.0, false) / n;
+    let var = vmath::sum_f64(x, mean, true) / n;
     (T::from_f64(mean), T::from_f64(1.0 / (var + eps).sqrt()))
 }
 
@@ -60,21 +61,53 @@ pub struct NormGrads<T> {
     pub dbias: Option<Vec<T>>,
 }
 
-/// Normalise contiguous units of `unit` elements: y = norm(x)·w[ch(e)] + b[ch(e)]
-/// (then SiLU when `silu`), where `ch(u, e)` maps unit `u`, element `e` to a parameter
-/// index. Returns (y, mean, rstd), one mean/rstd per unit.
+/// How a unit's elements map to affine parameters: consecutive runs of `run`
+/// elements share one parameter; unit `u` starts at parameter `(u % cycle) · per_unit`.
+/// LayerNorm: run 1, one cycle (parameter = element). GroupNorm: run = spatial size,
+/// cycle = groups, per_unit = channels per group.
+#[derive(Clone, Copy)]
+struct ParamMap {
+    run: usize,
+    cycle: usize,
+    per_unit: usize,
+}
+
+impl ParamMap {
+    fn first(&self, u: usize) -> usize {
+        (u % self.cycle) * self.per_unit
+    }
+}
+
+/// The affine weight and bias of a unit's parameters, with absent ones as 1 and 0.
+fn unit_affine<T: Real>(affine: Affine<'_, T>, first: usize, count: usize) -> (Vec<T>, Vec<T>) {
+    let w = affine.weight.map_or_else(
+        || vec![T::one(); count],
+        |w| w[first..first + count].to_vec(),
+    );
+    let b = affine.bias.map_or_else(
+        || vec![T::zero(); count],
+        |b| b[first..first + count].to_vec(),
+    );
+    (w, b)
+}
+
+/// Normalise contiguous units of `unit` elements: y = norm(x)·w + b per parameter
+/// run (then SiLU when `silu`). Returns (y, mean, rstd), one mean/rstd per unit.
 fn unit_norm_forward<T: Real>(
     x: &[T],
     unit: usize,
     eps: f64,
     affine: Affine<'_, T>,
     silu: bool,
-    ch: impl Fn(usize, usize) -> usize + Sync,
+    map: ParamMap,
 ) -> (Vec<T>, Vec<T>, Vec<T>) {
-    let units = x.len() / unit;
+    let units = x.len() / unit.max(1);
     let mut y = vec![T::zero(); x.len()];
     let mut mean = vec![T::zero(); units];
     let mut rstd = vec![T::zero(); units];
+    if unit == 0 {
+        return (y, mean, rstd);
+    }
     let min_len = (PAR_CHUNK / unit).max(1);
     y.par_chunks_mut(unit)
         .zip(x.par_chunks(unit))
@@ -85,10 +118,23 @@ fn unit_norm_forward<T: Real>(
             let (mu, rs) = moments(xu, eps);
             *m = mu;
             *r = rs;
-            for (e, (yo, &xv)) in yu.iter_mut().zip(xu).enumerate() {
-                let c = ch(u, e);
-                let z = (xv - mu) * rs * affine.w(c) + affine.b(c);
-                *yo = if silu { z * sigmoid(z) } else { z };
+            let (w, b) = unit_affine(affine, map.first(u), unit / map.run);
+            if map.run == 1 {
+                for (((yo, &xv), &wc), &bc) in yu.iter_mut().zip(xu).zip(&w).zip(&b) {
+                    *yo = (xv - mu) * rs * wc + bc;
+                }
+            } else {
+                let runs = yu.chunks_mut(map.run).zip(xu.chunks(map.run));
+                for ((yr, xr), (&wc, &bc)) in runs.zip(w.iter().zip(&b)) {
+                    let scale = rs * wc;
+                    let shift = bc - mu * scale;
+                    yr.iter_mut()
+                        .zip(xr)
+                        .for_each(|(yo, &xv)| *yo = xv * scale + shift);
+                }
+            }
+            if silu {
+                vmath::map_in_place(Map::Silu, yu);
             }
         });
     (y, mean, rstd)
@@ -108,54 +154,74 @@ fn unit_norm_backward<T: Real>(
     silu: bool,
     params: usize,
     needs: Needs,
-    ch: impl Fn(usize, usize) -> usize + Sync,
+    map: ParamMap,
 ) -> NormGrads<T> {
     let units = mean.len();
-    let per_task = (PAR_CHUNK / unit).max(1);
+    let per_task = (PAR_CHUNK / unit.max(1)).max(1);
     let tasks = units.div_ceil(per_task);
     let acc_len = if needs.weight || needs.bias {
         2 * params
     } else {
         0
     };
-    let inv_n = 1.0 / unit as f64;
+    let inv_n = 1.0 / unit.max(1) as f64;
     let run = |t: usize, mut dx: Option<&mut [T]>| -> Vec<T> {
         let mut acc = vec![T::zero(); acc_len];
+        let mut gz = vec![T::zero(); unit];
+        let mut xh = vec![T::zero(); unit];
+        let mut z = vec![T::zero(); if silu { unit } else { 0 }];
         let (u0, u1) = (t * per_task, ((t + 1) * per_task).min(units));
         for u in u0..u1 {
             let xu = &x[u * unit..(u + 1) * unit];
             let gu = &g[u * unit..(u + 1) * unit];
             let (mu, rs) = (mean[u], rstd[u]);
-            let mut dxu = dx
-                .as_deref_mut()
-                .map(|d| &mut d[(u - u0) * unit..(u - u0 + 1) * unit]);
-            let (mut s1, mut s2) = (0f64, 0f64);
-            for e in 0..unit {
-                let c = ch(u, e);
-                let xh = (xu[e] - mu) * rs;
-                // gz: gradient at the affine output (before SiLU when fused).
-                let gz = if silu {
-                    gu[e] * silu_grad(xh * affine.w(c) + affine.b(c))
-                } else {
-                    gu[e]
-                };
-                if acc_len > 0 {
-                    acc[c] += gz * xh;
-                    acc[params + c] += gz;
+            let first = map.first(u);
+            let (w, b) = unit_affine(affine, first, unit / map.run);
+            xh.iter_mut()
+                .zip(xu)
+                .for_each(|(h, &xv)| *h = (xv - mu) * rs);
+            // gz: gradient at the affine output (before SiLU when fused); gz·w is
+            // the gradient at x̂.
+            gz.copy_from_slice(gu);
+            if silu {
+                let runs = z.chunks_mut(map.run).zip(xh.chunks(map.run));
+                for ((zr, hr), (&wc, &bc)) in runs.zip(w.iter().zip(&b)) {
+                    zr.iter_mut().zip(hr).for_each(|(zo, &h)| *zo = h * wc + bc);
                 }
-                if let Some(d) = dxu.as_deref_mut() {
-                    let gw = gz * affine.w(c);
-                    s1 += gw.as_f64();
-                    s2 += (gw * xh).as_f64();
-                    d[e] = gw;
+                gz.iter_mut()
+                    .zip(&z)
+                    .for_each(|(o, &zv)| *o *= silu_grad(zv));
+            }
+            if acc_len > 0 {
+                let runs = gz.chunks(map.run).zip(xh.chunks(map.run)).enumerate();
+                for (r, (gr, hr)) in runs {
+                    let (mut sw, mut sb) = (T::zero(), T::zero());
+                    for (&gv, &h) in gr.iter().zip(hr) {
+                        sw += gv * h;
+                        sb += gv;
+                    }
+                    acc[first + r] += sw;
+                    acc[params + first + r] += sb;
                 }
             }
-            if let Some(d) = dxu {
-                let (m1, m2) = (T::from_f64(s1 * inv_n), T::from_f64(s2 * inv_n));
-                for e in 0..unit {
-                    let xh = (xu[e] - mu) * rs;
-                    d[e] = rs * (d[e] - m1 - xh * m2);
+            if let Some(d) = dx.as_deref_mut() {
+                let d = &mut d[(u - u0) * unit..(u - u0 + 1) * unit];
+                let (mut s1, mut s2) = (0f64, 0f64);
+                let runs = d
+                    .chunks_mut(map.run)
+                    .zip(gz.chunks(map.run).zip(xh.chunks(map.run)));
+                for ((dr, (gr, hr)), &wc) in runs.zip(&w) {
+                    for ((o, &gv), &h) in dr.iter_mut().zip(gr).zip(hr) {
+                        let gw = gv * wc;
+                        s1 += gw.as_f64();
+                        s2 += (gw * h).as_f64();
+                        *o = gw;
+                    }
                 }
+                let (m1, m2) = (T::from_f64(s1 * inv_n), T::from_f64(s2 * inv_n));
+                d.iter_mut()
+                    .zip(&xh)
+                    .for_each(|(o, &h)| *o = rs * (*o - m1 - h * m2));
             }
         }
         acc
@@ -192,7 +258,18 @@ pub fn layer_norm<T: Real>(
     affine: Affine<'_, T>,
     eps: f64,
 ) -> (Vec<T>, Vec<T>, Vec<T>) {
-    unit_norm_forward(x, n, eps, affine, false, |_, e| e)
+    unit_norm_forward(
+        x,
+        n,
+        eps,
+        affine,
+        false,
+        ParamMap {
+            run: 1,
+            cycle: 1,
+            per_unit: 0,
+        },
+    )
 }
 
 /// Backward of [`layer_norm`]: dx = rstd·(gw − mean(gw) − x̂·mean(gw·x̂)) with
@@ -206,7 +283,12 @@ pub fn layer_norm_backward<T: Real>(
     affine: Affine<'_, T>,
     needs: Needs,
 ) -> NormGrads<T> {
-    unit_norm_backward(x, g, n, mean, rstd, affine, false, n, needs, |_, e| e)
+    let map = ParamMap {
+        run: 1,
+        cycle: 1,
+        per_unit: 0,
+    };
+    unit_norm_backward(x, g, n, mean, rstd, affine, false, n, needs, map)
 }
 
 /// Shape of a GroupNorm problem: x is [batch, channels, spatial] row-major.
@@ -221,9 +303,13 @@ impl GroupShape {
     fn unit(&self) -> usize {
         self.channels / self.groups * self.spatial
     }
-    /// Channel of element `e` of group unit `u` (units are (batch, group) pairs).
-    fn channel(&self, u: usize, e: usize) -> usize {
-        (u % self.groups) * (self.channels / self.groups) + e / self.spatial
+    /// Units are (batch, group) pairs; each channel's spatial run shares a parameter.
+    fn param_map(&self) -> ParamMap {
+        ParamMap {
+            run: self.spatial.max(1),
+            cycle: self.groups,
+            per_unit: self.channels / self.groups,
+        }
     }
 }
 
@@ -236,9 +322,7 @@ pub fn group_norm<T: Real>(
     eps: f64,
     silu: bool,
 ) -> (Vec<T>, Vec<T>, Vec<T>) {
-    unit_norm_forward(x, shape.unit(), eps, affine, silu, |u, e| {
-        shape.channel(u, e)
-    })
+    unit_norm_forward(x, shape.unit(), eps, affine, silu, shape.param_map())
 }
 
 /// Backward of [`group_norm`] (through the SiLU when fused; the pre-activation
@@ -264,7 +348,7 @@ pub fn group_norm_backward<T: Real>(
         silu,
         shape.channels,
         needs,
-        |u, e| shape.channel(u, e),
+        shape.param_map(),
     )
 }
 

@@ -1,6 +1,7 @@
 //! Softmax and log-softmax kernels over the middle axis of an [outer, n, inner]
 //! row-major block (max-subtracted; fused backward from the saved output).
 
+use super::vmath::{self, Map};
 use super::PAR_CHUNK;
 use crate::tensor::Real;
 use rayon::prelude::*;
@@ -16,17 +17,32 @@ pub fn softmax<T: Real>(x: &[T], n: usize, inner: usize, log: bool) -> Vec<T> {
         .zip(x.par_chunks(block))
         .with_min_len((PAR_CHUNK / block).max(1))
         .for_each(|(yb, xb)| {
+            if inner == 1 && !log {
+                // The last dim: one contiguous row.
+                let max = xb.iter().fold(T::neg_infinity(), |a, &v| a.max(v));
+                yb.copy_from_slice(xb);
+                let inv = vmath::exp_sub_sum(yb, max).recip();
+                yb.iter_mut().for_each(|v| *v *= inv);
+                return;
+            }
             // Column-wise over `inner` so that dim != last stays unit-stride.
             let mut max = vec![T::neg_infinity(); inner];
             for row in xb.chunks(inner) {
                 max.iter_mut().zip(row).for_each(|(m, &v)| *m = m.max(v));
             }
             let mut sum = vec![T::zero(); inner];
+            let mut e = vec![T::zero(); inner];
             for (yr, xr) in yb.chunks_mut(inner).zip(xb.chunks(inner)) {
                 for i in 0..inner {
-                    let e = (xr[i] - max[i]).exp();
-                    sum[i] += e;
-                    yr[i] = if log { xr[i] - max[i] } else { e };
+                    e[i] = xr[i] - max[i];
+                }
+                if log {
+                    yr.copy_from_slice(&e);
+                }
+                vmath::map_in_place(Map::Exp, &mut e);
+                sum.iter_mut().zip(&e).for_each(|(s, &v)| *s += v);
+                if !log {
+                    yr.copy_from_slice(&e);
                 }
             }
             if log {
