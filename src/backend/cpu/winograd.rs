@@ -11,14 +11,30 @@
 use super::conv::Conv2dGeom;
 use super::gemm::{matmul, MatRef};
 use rayon::prelude::*;
+use std::cell::RefCell;
 
 /// Coefficients per tile transform (4×4).
 const XI: usize = 16;
 /// Channel counts below this keep the direct path (the transforms would dominate).
 const MIN_CHANNELS: usize = 16;
 
+/// Fewer 2×2 tiles than this over the batch keep the direct path: the weight
+/// transform (o·c·25 values per call) would cost more than the GEMMs save.
+const MIN_TILES: usize = 128;
+
+/// False when the environment sets `MEDSYN_WINOGRAD=0` (read once): every conv then
+/// takes the direct GEMM path, e.g. to compare speed or rounding.
+fn enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("MEDSYN_WINOGRAD").map_or(true, |v| v != "0"))
+}
+
 /// True when `g` is a conv this path computes (and where it pays).
 pub fn applicable(g: &Conv2dGeom) -> bool {
+    enabled() && shape_fits(g)
+}
+
+fn shape_fits(g: &Conv2dGeom) -> bool {
     g.groups == 1
         && (g.kh, g.kw) == (3, 3)
         && g.stride == (1, 1)
@@ -27,6 +43,7 @@ pub fn applicable(g: &Conv2dGeom) -> bool {
         && g.o >= MIN_CHANNELS
         && g.oh >= 2
         && g.ow >= 2
+        && g.n * g.oh.div_ceil(2) * g.ow.div_ceil(2) >= MIN_TILES
 }
 
 /// Tile grid of one image: (rows, columns) of 2×2 output tiles.
@@ -34,91 +51,140 @@ fn tile_grid(g: &Conv2dGeom) -> (usize, usize) {
     (g.oh.div_ceil(2), g.ow.div_ceil(2))
 }
 
-/// U [o][ξ][c] = G g Gᵀ for each 3×3 filter g = w[o, c].
-fn transform_weights(g: &Conv2dGeom, w: &[f32]) -> Vec<f32> {
-    let mut u = vec![0f32; g.o * XI * g.c];
-    u.par_chunks_mut(XI * g.c).enumerate().for_each(|(o, uo)| {
-        for c in 0..g.c {
-            let f = &w[(o * g.c + c) * 9..][..9];
-            // Rows: (G g)[k][x].
-            let mut gg = [[0f32; 3]; 4];
-            for x in 0..3 {
-                let (a, b, d) = (f[x], f[3 + x], f[6 + x]);
-                gg[0][x] = a;
-                gg[1][x] = 0.5 * (a + b + d);
-                gg[2][x] = 0.5 * (a - b + d);
-                gg[3][x] = d;
-            }
-            for (k, r) in gg.iter().enumerate() {
-                let t = [
-                    r[0],
-                    0.5 * (r[0] + r[1] + r[2]),
-                    0.5 * (r[0] - r[1] + r[2]),
-                    r[2],
-                ];
-                for (j, &v) in t.iter().enumerate() {
-                    uo[(4 * k + j) * g.c + c] = v;
-                }
-            }
+/// G (4×3): the filter transform's rows.
+const G: [[f32; 3]; 4] = [
+    [1.0, 0.0, 0.0],
+    [0.5, 0.5, 0.5],
+    [0.5, -0.5, 0.5],
+    [0.0, 0.0, 1.0],
+];
+
+/// U [ξ][o][c] = G g Gᵀ for each 3×3 filter g = w[o, c], as one small GEMM:
+/// U [16 × o·c] = K [16 × 9] · wᵀ, where K[4k + j][3a + b] = G[k][a]·G[j][b] and wᵀ
+/// is w [o·c, 9] read transposed in place.
+fn transform_weights(g: &Conv2dGeom, w: &[f32], u: &mut [f32]) {
+    let mut k = [0f32; XI * 9];
+    for (xi, row) in k.chunks_exact_mut(9).enumerate() {
+        let (gk, gj) = (G[xi / 4], G[xi % 4]);
+        for (t, v) in row.iter_mut().enumerate() {
+            *v = gk[t / 3] * gj[t % 3];
         }
-    });
-    u
+    }
+    let kmat = MatRef {
+        data: &k,
+        offset: 0,
+        rs: 9,
+        cs: 1,
+    };
+    let wt = MatRef {
+        data: w,
+        offset: 0,
+        rs: 1,
+        cs: 9,
+    };
+    let n = g.o * g.c;
+    matmul(XI, n, 9, kmat, wt, u, n, false, true);
+}
+
+/// o = a + b + c (elementwise over equal-length slices; zips so that it vectorises).
+fn sum3(o: &mut [f32], a: &[f32], b: &[f32], c: &[f32]) {
+    for (((o, &a), &b), &c) in o.iter_mut().zip(a).zip(b).zip(c) {
+        *o = a + b + c;
+    }
+}
+
+/// o = a − b − c.
+fn diff3(o: &mut [f32], a: &[f32], b: &[f32], c: &[f32]) {
+    for (((o, &a), &b), &c) in o.iter_mut().zip(a).zip(b).zip(c) {
+        *o = a - b - c;
+    }
+}
+
+/// o = a + s·b for s = ±1.
+fn add_signed(o: &mut [f32], a: &[f32], b: &[f32], s: f32) {
+    for ((o, &a), &b) in o.iter_mut().zip(a).zip(b) {
+        *o = a + s * b;
+    }
 }
 
 /// V [c][ξ][tiles] = Bᵀ d B for each 4×4 input patch d (zeros outside the image),
-/// tiles numbered (image, tile row, tile column).
-fn transform_input(g: &Conv2dGeom, x: &[f32], tiles: usize) -> Vec<f32> {
+/// tiles numbered (image, tile row, tile column). Per tile row, the four padded input
+/// rows are split into even and odd columns so that every step below is a loop over
+/// contiguous slices (tile tx reads columns 2tx .. 2tx+3 = even[tx], odd[tx],
+/// even[tx+1], odd[tx+1]).
+fn transform_input(g: &Conv2dGeom, x: &[f32], tiles: usize, v: &mut [f32]) {
     let (th, tw) = tile_grid(g);
     let (pt, pl) = (g.padding.0 as isize, g.padding.1 as isize);
-    // Padded row width: input columns −pl .. −pl + wp.
-    let wp = 2 * tw + 2;
-    let mut v = vec![0f32; g.c * XI * tiles];
+    let half = tw + 1;
     v.par_chunks_mut(XI * tiles)
         .enumerate()
         .for_each(|(c, vc)| {
-            let mut rows = vec![[0f32; 4]; 0];
-            rows.resize(wp, [0f32; 4]);
-            let mut a = vec![[0f32; 4]; wp];
+            // [even | odd] columns of the four rows, then of their vertical transform.
+            let mut rows = vec![[vec![0f32; half], vec![0f32; half]]; 4];
+            let mut a = rows.clone();
             for i in 0..g.n {
                 let plane = &x[(i * g.c + c) * g.h * g.w..][..g.h * g.w];
                 for ty in 0..th {
-                    // The four input rows of this tile row, zero-padded.
-                    for (b, r) in rows.iter_mut().enumerate() {
-                        let ix = b as isize - pl;
-                        for (k, e) in r.iter_mut().enumerate() {
-                            let iy = (2 * ty + k) as isize - pt;
-                            let inside =
-                                (0..g.h as isize).contains(&iy) && (0..g.w as isize).contains(&ix);
-                            *e = if inside {
-                                plane[iy as usize * g.w + ix as usize]
-                            } else {
-                                0.0
-                            };
+                    for (k, [even, odd]) in rows.iter_mut().enumerate() {
+                        let iy = (2 * ty + k) as isize - pt;
+                        even.fill(0.0);
+                        odd.fill(0.0);
+                        if !(0..g.h as isize).contains(&iy) {
+                            continue;
+                        }
+                        let src = &plane[iy as usize * g.w..][..g.w];
+                        // Input column ix sits at padded column ix + pl: even columns
+                        // of src go to one parity, odd ones to the other.
+                        let pl = pl as usize;
+                        let (first, second) = if pl.is_multiple_of(2) {
+                            (&mut *even, &mut *odd)
+                        } else {
+                            (&mut *odd, &mut *even)
+                        };
+                        let tail = |v: &mut Vec<f32>, at: usize| v.len().min(at);
+                        let at = tail(first, pl / 2);
+                        for (o, &val) in first[at..].iter_mut().zip(src.iter().step_by(2)) {
+                            *o = val;
+                        }
+                        let at = tail(second, pl.div_ceil(2));
+                        let rest = src.iter().skip(1).step_by(2);
+                        for (o, &val) in second[at..].iter_mut().zip(rest) {
+                            *o = val;
                         }
                     }
-                    // Vertical transform (Bᵀ d), per padded column.
-                    for (ab, d) in a.iter_mut().zip(&rows) {
-                        *ab = [d[0] - d[2], d[1] + d[2], d[2] - d[1], d[1] - d[3]];
+                    // Vertical transform (Bᵀ d): a0 = d0 − d2, a1 = d1 + d2,
+                    // a2 = d2 − d1, a3 = d1 − d3, on even and odd columns alike.
+                    for p in 0..2 {
+                        let (d0, d1, d2, d3) = (&rows[0][p], &rows[1][p], &rows[2][p], &rows[3][p]);
+                        add_signed(&mut a[0][p], d0, d2, -1.0);
+                        add_signed(&mut a[1][p], d1, d2, 1.0);
+                        add_signed(&mut a[2][p], d2, d1, -1.0);
+                        add_signed(&mut a[3][p], d1, d3, -1.0);
                     }
-                    // Horizontal transform (· B), per tile.
+                    // Horizontal transform (· B) per tile, into the four planes 4k + j.
                     let t0 = (i * th + ty) * tw;
-                    for tx in 0..tw {
-                        let col = &a[2 * tx..2 * tx + 4];
-                        for k in 0..4 {
-                            let (c0, c1, c2, c3) = (col[0][k], col[1][k], col[2][k], col[3][k]);
-                            let out = [c0 - c2, c1 + c2, c2 - c1, c1 - c3];
-                            for (j, &val) in out.iter().enumerate() {
-                                vc[(4 * k + j) * tiles + t0 + tx] = val;
-                            }
-                        }
+                    for (k, [even, odd]) in a.iter().enumerate() {
+                        let block = &mut vc[4 * k * tiles..(4 * k + 4) * tiles];
+                        let (p0, rest) = block.split_at_mut(tiles);
+                        let (p1, rest) = rest.split_at_mut(tiles);
+                        let (p2, p3) = rest.split_at_mut(tiles);
+                        let (o0, o1) = (&mut p0[t0..t0 + tw], &mut p1[t0..t0 + tw]);
+                        let (o2, o3) = (&mut p2[t0..t0 + tw], &mut p3[t0..t0 + tw]);
+                        let (e0, e1) = (&even[..tw], &even[1..]);
+                        let (d0, d1) = (&odd[..tw], &odd[1..]);
+                        add_signed(o0, e0, e1, -1.0);
+                        add_signed(o1, d0, e1, 1.0);
+                        add_signed(o2, e1, d0, -1.0);
+                        add_signed(o3, d0, d1, -1.0);
                     }
                 }
             }
         });
-    v
 }
 
-/// y [n][o][oh][ow] = Aᵀ M A (+ bias) from M [ξ][o][tiles].
+/// y [n][o][oh][ow] = Aᵀ M A (+ bias) from M [ξ][o][tiles], with
+/// Aᵀ = [[1, 1, 1, 0], [0, 1, −1, −1]]: per tile row, the even and odd output
+/// columns of both output rows as loops over contiguous slices, then interleaved.
 fn transform_output(g: &Conv2dGeom, m: &[f32], bias: Option<&[f32]>, tiles: usize) -> Vec<f32> {
     let (th, tw) = tile_grid(g);
     let plane = g.oh * g.ow;
@@ -126,64 +192,94 @@ fn transform_output(g: &Conv2dGeom, m: &[f32], bias: Option<&[f32]>, tiles: usiz
     y.par_chunks_mut(plane).enumerate().for_each(|(io, yp)| {
         let (i, o) = (io / g.o, io % g.o);
         let b = bias.map_or(0.0, |b| b[o]);
+        // q[r][j] = (Aᵀ m)[r][j] over the tiles of a tile row; out[r][s] = (q A)[r][s].
+        let mut q = vec![vec![0f32; tw]; 8];
+        let mut out = vec![vec![0f32; tw]; 4];
+        let mut row = vec![0f32; 2 * tw];
         for ty in 0..th {
             let t0 = (i * th + ty) * tw;
-            for tx in 0..tw {
-                let at = |xi: usize| m[(xi * g.o + o) * tiles + t0 + tx];
-                // q = Aᵀ m (2×4), then q A (2×2).
-                let mut q = [[0f32; 4]; 2];
-                for j in 0..4 {
-                    let (m0, m1, m2, m3) = (at(j), at(4 + j), at(8 + j), at(12 + j));
-                    q[0][j] = m0 + m1 + m2;
-                    q[1][j] = m1 - m2 - m3;
+            let ms = |xi: usize| &m[(xi * g.o + o) * tiles + t0..][..tw];
+            for j in 0..4 {
+                let (m0, m1, m2, m3) = (ms(j), ms(4 + j), ms(8 + j), ms(12 + j));
+                let (top, bottom) = q.split_at_mut(4);
+                let (q0, q1) = (&mut top[j], &mut bottom[j]);
+                sum3(q0, m0, m1, m2);
+                diff3(q1, m1, m2, m3);
+            }
+            for r in 0..2 {
+                let (qa, qb, qc, qd) = (&q[4 * r], &q[4 * r + 1], &q[4 * r + 2], &q[4 * r + 3]);
+                let (left, right) = out.split_at_mut(2 * r + 1);
+                let (even, odd) = (&mut left[2 * r], &mut right[0]);
+                sum3(even, qa, qb, qc);
+                diff3(odd, qb, qc, qd);
+                if b != 0.0 {
+                    even.iter_mut().chain(odd.iter_mut()).for_each(|v| *v += b);
                 }
-                for (r, qr) in q.iter().enumerate() {
-                    let oy = 2 * ty + r;
-                    if oy >= g.oh {
-                        continue;
-                    }
-                    let vals = [qr[0] + qr[1] + qr[2], qr[1] - qr[2] - qr[3]];
-                    for (s, &val) in vals.iter().enumerate() {
-                        let ox = 2 * tx + s;
-                        if ox < g.ow {
-                            yp[oy * g.ow + ox] = val + b;
-                        }
-                    }
+            }
+            for r in 0..2 {
+                let oy = 2 * ty + r;
+                if oy >= g.oh {
+                    continue;
                 }
+                let pairs = out[2 * r].iter().zip(&out[2 * r + 1]);
+                for (dst, (&e, &o)) in row.chunks_exact_mut(2).zip(pairs) {
+                    dst[0] = e;
+                    dst[1] = o;
+                }
+                yp[oy * g.ow..(oy + 1) * g.ow].copy_from_slice(&row[..g.ow]);
             }
         }
     });
     y
 }
 
+thread_local! {
+    /// Per-thread transform buffers (U, V, M) kept across calls: the U-Net calls the
+    /// same shapes over and over, and fresh multi-megabyte buffers cost page faults.
+    static SCRATCH: RefCell<[Vec<f32>; 3]> = const { RefCell::new([Vec::new(), Vec::new(), Vec::new()]) };
+}
+
 /// conv2d forward through Winograd F(2×2, 3×3); `applicable(g)` must hold.
 /// x [n, c, h, w], w [o, c, 3, 3] → [n, o, oh, ow].
 pub fn forward(g: &Conv2dGeom, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
-    debug_assert!(applicable(g));
+    debug_assert!(shape_fits(g));
     let (th, tw) = tile_grid(g);
     let tiles = g.n * th * tw;
-    let u = transform_weights(g, w);
-    let v = transform_input(g, x, tiles);
-    let mut m = vec![0f32; XI * g.o * tiles];
-    // The 16 GEMMs are independent: one per task, each single-threaded.
-    m.par_chunks_mut(g.o * tiles)
-        .enumerate()
-        .for_each(|(xi, mx)| {
-            let a = MatRef {
-                data: &u,
-                offset: xi * g.c,
-                rs: XI * g.c,
-                cs: 1,
-            };
-            let b = MatRef {
-                data: &v,
-                offset: xi * tiles,
-                rs: XI * tiles,
-                cs: 1,
-            };
-            matmul(g.o, tiles, g.c, a, b, mx, tiles, false, false);
-        });
-    transform_output(g, &m, bias, tiles)
+    let lens = [XI * g.o * g.c, g.c * XI * tiles, XI * g.o * tiles];
+    let run = |bufs: &mut [Vec<f32>; 3]| {
+        for (buf, &n) in bufs.iter_mut().zip(&lens) {
+            if buf.len() < n {
+                buf.resize(n, 0.0);
+            }
+        }
+        let [u, v, m] = bufs;
+        let (u, v, m) = (&mut u[..lens[0]], &mut v[..lens[1]], &mut m[..lens[2]]);
+        transform_weights(g, w, u);
+        transform_input(g, x, tiles, v);
+        // The 16 GEMMs are independent: one per task, each single-threaded.
+        m.par_chunks_mut(g.o * tiles)
+            .enumerate()
+            .for_each(|(xi, mx)| {
+                let a = MatRef {
+                    data: &*u,
+                    offset: xi * g.o * g.c,
+                    rs: g.c,
+                    cs: 1,
+                };
+                let b = MatRef {
+                    data: &*v,
+                    offset: xi * tiles,
+                    rs: XI * tiles,
+                    cs: 1,
+                };
+                matmul(g.o, tiles, g.c, a, b, mx, tiles, false, false);
+            });
+        transform_output(g, m, bias, tiles)
+    };
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut bufs) => run(&mut bufs),
+        Err(_) => run(&mut [Vec::new(), Vec::new(), Vec::new()]),
+    })
 }
 
 #[cfg(test)]
@@ -246,10 +342,10 @@ mod tests {
         let mut rng = Philox::new(7);
         // Odd and even sizes, padding 0, 1, 2 and asymmetric.
         for (n, c, hw, o, pad) in [
-            (2, 16, (8, 8), 16, (1, 1)),
-            (1, 17, (7, 9), 19, (1, 1)),
-            (2, 16, (5, 6), 16, (0, 0)),
-            (1, 16, (4, 5), 18, (2, 1)),
+            (2, 16, (16, 16), 16, (1, 1)),
+            (3, 17, (15, 13), 19, (1, 1)),
+            (8, 16, (9, 10), 16, (0, 0)),
+            (8, 16, (8, 9), 18, (2, 1)),
         ] {
             let g = geom(n, c, hw, o, pad);
             assert!(applicable(&g));
@@ -274,11 +370,12 @@ mod tests {
 
     #[test]
     fn small_or_strided_convs_are_not_taken() {
-        let mut g = geom(1, 16, (8, 8), 16, (1, 1));
+        let mut g = geom(1, 16, (32, 32), 16, (1, 1));
         g.stride = (2, 2);
         assert!(!applicable(&g));
-        assert!(!applicable(&geom(1, 8, (8, 8), 16, (1, 1))));
-        let mut g = geom(1, 16, (8, 8), 16, (1, 1));
+        assert!(!applicable(&geom(1, 8, (32, 32), 16, (1, 1))));
+        assert!(!applicable(&geom(2, 512, (8, 8), 512, (1, 1))));
+        let mut g = geom(1, 16, (32, 32), 16, (1, 1));
         g.groups = 2;
         assert!(!applicable(&g));
     }
