@@ -8,6 +8,8 @@
 pub mod autograd;
 pub mod backend;
 pub mod cli;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod data;
 pub mod error;
 pub mod imageio;

@@ -1,8 +1,10 @@
 //! The `medsyn` command line: clap definitions and dispatch; each subcommand lives in its own file.
 
 pub mod device;
+pub mod doctor;
 pub mod generate;
 pub mod inspect;
+pub mod kernels;
 pub mod train_generator;
 
 use crate::error::Result;
@@ -50,6 +52,21 @@ pub enum Command {
     /// AdamW, optional EMA and bf16; checkpoints and resumes; writes a diffusers
     /// folder that `generate` and diffusers load.
     TrainGenerator(train_generator::TrainGeneratorArgs),
+    /// List the embedded CUDA kernels: registers, static shared memory and spills per arch
+    ///
+    /// One line per kernel entry point and architecture (sm_80, sm_90a), with the
+    /// columns `kernel arch registers shared_bytes spill_bytes` from ptxas's report at
+    /// build time; --json for machines. A binary built without the `cuda` feature has
+    /// no kernels: it says so and exits 0.
+    Kernels(kernels::KernelsArgs),
+    /// Check the CUDA setup: driver, GPUs, NVRTC, cuBLAS, embedded kernels; says what to install
+    ///
+    /// Reports whether the NVIDIA driver loads (and its CUDA version), each GPU's name,
+    /// compute capability and memory, which kernel image it gets (cubin or PTX) and
+    /// whether the modules load, whether NVRTC, cuBLAS and cuBLASLt can be loaded, and
+    /// what is missing with the fix. Never fails for a missing GPU or library: exits 0
+    /// after reporting (also in a binary built without the `cuda` feature).
+    Doctor(doctor::DoctorArgs),
 }
 
 /// Runs the parsed command.
@@ -58,5 +75,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Inspect(args) => inspect::run(&args),
         Command::Generate(args) => generate::run(&args),
         Command::TrainGenerator(args) => train_generator::run(&args),
+        Command::Kernels(args) => kernels::run(&args),
+        Command::Doctor(args) => doctor::run(&args),
     }
 }

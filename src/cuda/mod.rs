@@ -1,0 +1,11 @@
+//! The CUDA backend (feature `cuda`): embedded kernel images, their load-once cache, and driver probing.
+//!
+//! build.rs compiles every `kernels/*.cu` to PTX and sm_80/sm_90a cubins; [`registry`] exposes them
+//! with ptxas's resource report, [`modules`] loads them onto a device, [`driver`] backs `medsyn doctor`.
+
+pub mod driver;
+pub mod modules;
+pub mod registry;
+
+pub use modules::Modules;
+pub use registry::{Arch, ArchImage, KernelInfo, LoadImage, ModuleImage};
