@@ -1,13 +1,33 @@
 //! conv2d (PyTorch semantics: stride, padding, dilation, groups; GEMM-backed) and
 //! 2-D zero padding, each with its backward.
 
+use super::conv_weight_cache;
 use crate::autograd::{op_output, Backward};
-use crate::backend::cpu::{self, conv as kernel, conv::Conv2dGeom};
+use crate::backend::cpu::{self, conv as kernel, conv::Conv2dGeom, winograd};
 use crate::bail;
 use crate::error::Result;
-use crate::tensor::Tensor;
+use crate::tensor::{DType, Storage, Tensor};
 
 struct Conv2dBack(Conv2dGeom);
+
+/// The conv's output tensor, recording its backward.
+fn finish_conv2d(
+    storage: Storage,
+    geom: &Conv2dGeom,
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+) -> Result<Tensor> {
+    let mut inputs = vec![x, weight];
+    inputs.extend(bias);
+    let geom = *geom;
+    op_output(
+        storage,
+        &[geom.n, geom.o, geom.oh, geom.ow],
+        &inputs,
+        || Conv2dBack(geom),
+    )
+}
 
 impl Backward for Conv2dBack {
     fn name(&self) -> &'static str {
@@ -165,20 +185,22 @@ impl Tensor {
         let geom = conv_geom(self, weight, bias, stride, padding, dilation, groups)?;
         let dtype = self.dtype();
         let storage = crate::with_real!(dtype, T => {
-            let (xs, ws) = (self.storage(), weight.storage());
+            let xs = self.storage();
+            if dtype == DType::F32 && winograd::applicable(&geom) {
+                // Same as the generic path, with the weight transform kept across calls.
+                let xv = xs.cpu().values::<f32>(self.layout());
+                let bv = bias.map(|b| b.to_vec::<f32>());
+                let u = conv_weight_cache::winograd_weights(weight, &geom);
+                let y = winograd::forward(&geom, &xv, &u, bv.as_deref());
+                return finish_conv2d(cpu::storage_from(y, dtype), &geom, self, weight, bias);
+            }
+            let ws = weight.storage();
             let xv = xs.cpu().values::<T>(self.layout());
             let wv = ws.cpu().values::<T>(weight.layout());
             let bv = bias.map(|b| b.to_vec::<T>());
             cpu::storage_from(kernel::conv2d_forward::<T>(&geom, &xv, &wv, bv.as_deref()), dtype)
         });
-        let mut inputs = vec![self, weight];
-        inputs.extend(bias);
-        op_output(
-            storage,
-            &[geom.n, geom.o, geom.oh, geom.ow],
-            &inputs,
-            || Conv2dBack(geom),
-        )
+        finish_conv2d(storage, &geom, self, weight, bias)
     }
 
     /// Zero-pad the last two dims (`F.pad(x, (left, right, top, bottom))`): callers

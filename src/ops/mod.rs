@@ -6,6 +6,7 @@ pub mod binary;
 pub mod cast;
 pub mod concat;
 pub mod conv;
+mod conv_weight_cache;
 pub mod embedding;
 pub mod loss;
 pub mod matmul;

@@ -463,7 +463,8 @@ pub fn conv2d_forward<T: Real>(g: &Conv2dGeom, x: &[T], w: &[T], bias: Option<&[
         return out;
     }
     if T::DTYPE == DType::F32 && winograd::applicable(g) {
-        let y = winograd::forward(g, as_f32(x), as_f32(w), bias.map(as_f32));
+        let u = winograd::transform_weights(g, as_f32(w));
+        let y = winograd::forward(g, as_f32(x), &u, bias.map(as_f32));
         return y.into_iter().map(T::from_f32).collect();
     }
     if g.groups == 1 && T::DTYPE == DType::F32 && packed_b_available() {

@@ -186,7 +186,7 @@ impl Map {
     }
 }
 
-fn avx2_fma() -> bool {
+pub(crate) fn avx2_fma() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
@@ -214,6 +214,8 @@ macro_rules! simd_dispatch {
         }
     };
 }
+
+pub(crate) use simd_dispatch;
 
 simd_dispatch!(map_f32(map: Map, x: &[f32], y: &mut [f32]) -> () {
     match map {
