@@ -13,8 +13,10 @@ use rayon::prelude::*;
 
 /// Query rows per block (one score buffer of BLOCK_Q × BLOCK_K per task).
 pub const BLOCK_Q: usize = 64;
-/// Keys per block.
-pub const BLOCK_K: usize = 64;
+/// Keys per block: 256 amortises each row's max/exp/rescale pass over more keys than
+/// 64 did (about 25% faster at SD's head width 16, 1 thread) while the score block
+/// (64 KiB in f32) stays in L2.
+pub const BLOCK_K: usize = 256;
 
 /// A strided 4-D operand: element (i0, i1, i2, i3) lives at
 /// `data[offset + i0*strides[0] + i1*strides[1] + i2*strides[2] + i3*strides[3]]`.
