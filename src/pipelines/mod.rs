@@ -1,6 +1,7 @@
 //! End-to-end jobs built on the models: Stable Diffusion generation (with its work
 //! list, seeds and shards) and generator fine-tuning.
 
+pub mod checkpoint;
 pub mod generate;
 pub mod pretrain;
 pub mod stable_diffusion;

@@ -4,11 +4,11 @@
 //! bf16, optional EMA, checkpoints with exact resume, and a diffusers-layout
 //! output folder that `generate` and diffusers load.
 
-pub mod checkpoint;
 pub mod data;
 mod export;
 pub mod step;
 
+use super::checkpoint::{self, CheckpointParts};
 use super::stable_diffusion::StableDiffusion;
 use super::work::image_seed;
 use crate::error::{Error, Result};
@@ -18,7 +18,6 @@ use crate::progress::Progress;
 use crate::schedulers::NoiseSchedule;
 use crate::tensor::{DType, Philox, Tensor};
 use crate::{bail, ensure};
-use checkpoint::CheckpointParts;
 use serde_json::json;
 use std::io::Write;
 use std::path::PathBuf;

@@ -1,6 +1,7 @@
-//! Training checkpoints of the generator: `checkpoints/step-NNNNNNNN/` holding the
-//! trained weights by diffusers/transformers names, the optimizer and EMA state and
-//! `trainer_state.json`; written into a temporary folder and renamed when complete.
+//! Training checkpoints (generator fine-tuning, pre-training, fine-tuning):
+//! `checkpoints/step-NNNNNNNN/` holding named tensor groups (trained weights by their
+//! PyTorch names, optimizer and EMA state) and `trainer_state.json`; written into a
+//! temporary folder and renamed when complete.
 
 use crate::error::{Error, Result};
 use crate::io::{save_safetensors, TensorSet};
