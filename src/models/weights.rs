@@ -4,7 +4,7 @@
 
 use crate::error::{Error, Result};
 use crate::io::TensorSet;
-use crate::nn::{init, Conv2d, Conv2dConfig, Embedding, GroupNorm, LayerNorm, Linear};
+use crate::nn::{init, BatchNorm2d, Conv2d, Conv2dConfig, Embedding, GroupNorm, LayerNorm, Linear};
 use crate::tensor::{DType, Philox, Tensor};
 use std::cell::RefCell;
 use std::collections::BTreeSet;
@@ -239,6 +239,36 @@ impl<'a> Weights<'a> {
         let weight = w.get("weight", &[dim], Init::Ones)?;
         let bias = w.get("bias", &[dim], Init::Zeros)?;
         LayerNorm::from_weights(Some(weight), Some(bias), &[dim], eps)
+    }
+
+    /// nn.BatchNorm2d(channels, eps, momentum) (affine, tracking running stats), in
+    /// training mode. Weight/bias come from the source (fresh: 1 and 0, trainable).
+    /// From a file, running_mean/running_var are read in the compute dtype (f32 for
+    /// half models, like PyTorch's buffers) and num_batches_tracked as i64; a file
+    /// without num_batches_tracked (pre-0.4 PyTorch) starts it at 0, as PyTorch's
+    /// loader does. Fresh: running mean 0, variance 1, count 0.
+    pub fn batch_norm2d(
+        &self,
+        name: &str,
+        channels: usize,
+        eps: f64,
+        momentum: f64,
+    ) -> Result<BatchNorm2d> {
+        let w = self.pp(name);
+        let mut bn = BatchNorm2d::new(channels, eps, momentum, self.dtype)?;
+        bn.weight = w.get("weight", &[channels], Init::Ones)?;
+        bn.bias = w.get("bias", &[channels], Init::Zeros)?;
+        if let Source::Set(_) = &self.shared.source {
+            let stats = w.with_dtype(self.dtype.compute());
+            bn.running_mean = stats.get("running_mean", &[channels], Init::Zeros)?;
+            bn.running_var = stats.get("running_var", &[channels], Init::Ones)?;
+            if w.contains("num_batches_tracked") {
+                bn.num_batches_tracked =
+                    w.with_dtype(DType::I64)
+                        .get("num_batches_tracked", &[], Init::Zeros)?;
+            }
+        }
+        Ok(bn)
     }
 
     /// nn.Embedding(n, dim) (fresh: N(0, 1), as PyTorch).
