@@ -12,6 +12,7 @@ pub mod cli;
 pub mod cuda;
 pub mod data;
 pub mod error;
+pub mod eval;
 pub mod imageio;
 pub mod io;
 pub mod models;

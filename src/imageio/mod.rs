@@ -2,6 +2,8 @@
 //! `[N, C, H, W]` in `[0, 1]` and interleaved 8-bit pixels, and resizing/cropping (resize.rs).
 
 pub mod convert;
+pub mod decode;
+pub mod jpeg;
 pub mod png;
 pub mod resize;
 

@@ -94,11 +94,11 @@ pub fn crop(
     out
 }
 
-/// torchvision's `CenterCrop` offsets: `(int(round((h - ch) / 2)), int(round((w - cw) / 2)))`.
+/// torchvision's `CenterCrop` offsets: `(int(round((h - ch) / 2)), int(round((w - cw) / 2)))`,
+/// with Python's rounding of halves to even (a margin of 85 gives 42, not 43).
 pub fn center_offsets(w: usize, h: usize, cw: usize, ch: usize) -> (usize, usize) {
-    let top = ((h - ch) as f64 / 2.0).round() as usize;
-    let left = ((w - cw) as f64 / 2.0).round() as usize;
-    (top, left)
+    let half = |m: usize| (m as f64 / 2.0).round_ties_even() as usize;
+    (half(h - ch), half(w - cw))
 }
 
 #[cfg(test)]
@@ -129,7 +129,8 @@ mod tests {
         let expect0 = (0.0 * 3.0 + 80.0 * 3.0 + 160.0) / 7.0; // left edge: taps 0..3
         assert!((out[0] - expect0 as f32).abs() < 1e-3, "{out:?}");
         assert_eq!(shorter_side_size(400, 300, 256), (341, 256));
-        assert_eq!(center_offsets(341, 256, 256, 256), (0, 43));
+        assert_eq!(center_offsets(341, 256, 256, 256), (0, 42));
+        assert_eq!(center_offsets(343, 256, 256, 256), (0, 44));
         let c = crop(&[0., 1., 2., 3., 4., 5.], 3, 1, 1, 1, 2, 1);
         assert_eq!(c, vec![4., 5.]);
     }
