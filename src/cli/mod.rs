@@ -2,9 +2,12 @@
 
 pub mod device;
 pub mod doctor;
+pub mod eval;
+pub mod finetune;
 pub mod generate;
 pub mod inspect;
 pub mod kernels;
+pub mod pretrain;
 pub mod train_generator;
 
 use crate::error::Result;
@@ -67,6 +70,28 @@ pub enum Command {
     /// what is missing with the fix. Never fails for a missing GPU or library: exits 0
     /// after reporting (also in a binary built without the `cuda` feature).
     Doctor(doctor::DoctorArgs),
+    /// ROC AUC per class and mean of classification scores against labels (CSV files)
+    ///
+    /// Both CSVs have an `id` column and one column per class; rows are matched by id
+    /// (in any order) and classes by name. Labels are 1/0, empty = not labelled (left
+    /// out for that class). The AUC is exact with tied scores (Mann–Whitney, midranks);
+    /// a class whose labelled rows hold one label value only is undefined and left out
+    /// of the mean. --json writes the numbers to a file.
+    Eval(eval::EvalArgs),
+    /// Pre-train image and report encoders on image–report pairs (ConVIRT)
+    ///
+    /// Trains an image encoder (ResNet or ViT) and a BERT report encoder with a
+    /// contrastive method on a manifest CSV; checkpoints every N steps and resumes from
+    /// the newest one in --out; exports the image encoder under torchvision/timm names
+    /// for PyTorch's load_state_dict and for `medsyn finetune`.
+    Pretrain(pretrain::PretrainArgs),
+    /// Fine-tune and evaluate a pre-trained image encoder on labelled images
+    ///
+    /// Multi-label classification with 1 %, 10 % or 100 % of the training labels:
+    /// a linear layer on the frozen encoder (--linear-probe, default) or the whole
+    /// network (--full), early stopping on the validation mean ROC AUC; writes the test
+    /// set's predictions (the format `medsyn eval` reads) and its AUCs as JSON.
+    Finetune(finetune::FinetuneArgs),
 }
 
 /// Runs the parsed command.
@@ -77,5 +102,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::TrainGenerator(args) => train_generator::run(&args),
         Command::Kernels(args) => kernels::run(&args),
         Command::Doctor(args) => doctor::run(&args),
+        Command::Eval(args) => eval::run(&args),
+        Command::Pretrain(args) => pretrain::run(&args),
+        Command::Finetune(args) => finetune::run(&args),
     }
 }

@@ -2,6 +2,7 @@
 //! list, seeds and shards) and generator fine-tuning.
 
 pub mod checkpoint;
+pub mod finetune;
 pub mod generate;
 pub mod pretrain;
 pub mod stable_diffusion;
