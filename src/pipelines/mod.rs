@@ -5,6 +5,7 @@ pub mod checkpoint;
 pub mod finetune;
 pub mod generate;
 pub mod pretrain;
+pub mod run_log;
 pub mod stable_diffusion;
 pub mod train_generator;
 pub mod work;

@@ -20,11 +20,10 @@ use crate::nn::{prefixed, Module};
 use crate::ops::loss::Reduction;
 use crate::optim::{AdamW, AdamWConfig};
 use crate::pipelines::pretrain::ImageEncoder;
-use crate::progress::Progress;
+use crate::pipelines::run_log::{create_out, progress, MetricsLog};
 use crate::tensor::{DType, Philox, Tensor};
 use crate::{bail, ensure};
 use serde_json::json;
-use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -291,11 +290,8 @@ pub fn finetune(opts: &FinetuneOptions) -> Result<FinetuneSummary> {
         classes.len(),
         true,
     )?;
-    std::fs::create_dir_all(&opts.out)
-        .map_err(|e| Error::file(&opts.out, format!("cannot create: {e}")))?;
-    let metrics_path = opts.out.join("metrics.jsonl");
-    let mut metrics =
-        std::fs::File::create(&metrics_path).map_err(|e| Error::file(&metrics_path, e))?;
+    create_out(&opts.out)?;
+    let mut metrics = MetricsLog::create(&opts.out)?;
 
     let trainable: Vec<Tensor> = match opts.mode {
         Mode::LinearProbe => {
@@ -341,11 +337,7 @@ pub fn finetune(opts: &FinetuneOptions) -> Result<FinetuneSummary> {
         Ok(logits.sigmoid()?.to_vec_f64())
     };
 
-    let mut progress = if opts.quiet {
-        Progress::hidden()
-    } else {
-        Progress::new(opts.epochs, "epochs")
-    };
+    let mut progress = progress(opts.quiet, opts.epochs, "epochs", 0);
     let (mut best, mut best_epoch, mut best_auc, mut epochs_run) =
         (snapshot(&trainable)?, 0, None::<f64>, 0);
     let train_loader = loader(&train, CropMode::Random, opts.batch_size)?;
@@ -410,7 +402,7 @@ pub fn finetune(opts: &FinetuneOptions) -> Result<FinetuneSummary> {
         }
         let record = json!({"epoch": epoch + 1, "loss": loss_sum / batches.max(1) as f64, "valid_mean_auc": auc,
                             "lr": opts.lr, "seconds": t0.elapsed().as_secs_f64()});
-        writeln!(metrics, "{record}").map_err(|e| Error::file(&metrics_path, e))?;
+        metrics.write(&record)?;
         progress.inc(1);
         if epoch + 1 - best_epoch >= opts.patience.max(1) {
             break;

@@ -20,11 +20,10 @@ use crate::models::Weights;
 use crate::nn::prefixed;
 use crate::optim::{clip_grad_norm, AdamW, AdamWConfig, WarmupCosine};
 use crate::pipelines::checkpoint::{self, CheckpointParts};
-use crate::progress::Progress;
+use crate::pipelines::run_log::{create_out, progress, MetricsLog};
 use crate::tensor::{DType, Tensor};
 use crate::{bail, ensure};
 use serde_json::{json, Value};
-use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -347,8 +346,7 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<PretrainSummary> {
         },
     )?;
 
-    std::fs::create_dir_all(&opts.out)
-        .map_err(|e| Error::file(&opts.out, format!("cannot create: {e}")))?;
+    create_out(&opts.out)?;
     let mut start_step = 0;
     if let Some((step, dir)) = checkpoint::latest(&opts.out) {
         check_compatible(&checkpoint::load_state(&dir)?, opts, &dir)?;
@@ -358,17 +356,13 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<PretrainSummary> {
             eprintln!("resuming from {} (step {step})", dir.display());
         }
     }
-    let metrics_path = opts.out.join("metrics.jsonl");
-    let mut metrics = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&metrics_path)
-        .map_err(|e| Error::file(&metrics_path, e))?;
-    let mut progress = if opts.quiet {
-        Progress::hidden()
-    } else {
-        Progress::new(total_steps as usize, "steps").with_done(start_step as usize)
-    };
+    let mut metrics = MetricsLog::append(&opts.out)?;
+    let mut progress = progress(
+        opts.quiet,
+        total_steps as usize,
+        "steps",
+        start_step as usize,
+    );
 
     model.image.set_training(true);
     let accum = opts.grad_accum as u64;
@@ -446,7 +440,7 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<PretrainSummary> {
         for (name, v) in &parts_sum {
             record[*name] = json!(v);
         }
-        writeln!(metrics, "{record}").map_err(|e| Error::file(&metrics_path, e))?;
+        metrics.write(&record)?;
         progress.inc(1);
         let done = step + 1;
         if done % opts.checkpoint_every.max(1) == 0 || done == end_step {

@@ -9,17 +9,16 @@ mod export;
 pub mod step;
 
 use super::checkpoint::{self, CheckpointParts};
+use super::run_log::{create_out, progress, MetricsLog};
 use super::stable_diffusion::StableDiffusion;
 use super::work::image_seed;
 use crate::error::{Error, Result};
 use crate::nn::prefixed;
 use crate::optim::{clip_grad_norm, AdamW, AdamWConfig, Ema, EmaConfig, WarmupCosine};
-use crate::progress::Progress;
 use crate::schedulers::NoiseSchedule;
 use crate::tensor::{DType, Philox, Tensor};
 use crate::{bail, ensure};
 use serde_json::json;
-use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 use step::{diffusion_loss, StepNoise};
@@ -140,8 +139,7 @@ pub fn train_generator(opts: &TrainGeneratorOptions) -> Result<TrainSummary> {
         }
     };
 
-    std::fs::create_dir_all(&opts.out)
-        .map_err(|e| Error::file(&opts.out, format!("cannot create: {e}")))?;
+    create_out(&opts.out)?;
     let mut start_step = 0;
     if let Some((step, dir)) = checkpoint::latest(&opts.out) {
         resume(&dir, &named, &mut opt, ema.as_mut())?;
@@ -151,17 +149,13 @@ pub fn train_generator(opts: &TrainGeneratorOptions) -> Result<TrainSummary> {
         }
     }
 
-    let metrics_path = opts.out.join("metrics.jsonl");
-    let mut metrics = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&metrics_path)
-        .map_err(|e| Error::file(&metrics_path, e))?;
-    let mut progress = if opts.quiet {
-        Progress::hidden()
-    } else {
-        Progress::new(opts.steps as usize, "steps").with_done(start_step as usize)
-    };
+    let mut metrics = MetricsLog::append(&opts.out)?;
+    let mut progress = progress(
+        opts.quiet,
+        opts.steps as usize,
+        "steps",
+        start_step as usize,
+    );
     let per_step = opts.batch_size * opts.grad_accum;
     let (c, h) = (pipe.latent_channels(), resolution / pipe.vae_scale_factor());
     let mut last_loss = f64::NAN;
@@ -212,12 +206,8 @@ pub fn train_generator(opts: &TrainGeneratorOptions) -> Result<TrainSummary> {
         }
         last_loss = step_loss;
         let rate = per_step as f64 / t0.elapsed().as_secs_f64();
-        writeln!(
-            metrics,
-            "{}",
-            json!({"step": step + 1, "loss": step_loss, "lr": lr, "images_per_s": rate})
-        )
-        .map_err(|e| Error::file(&metrics_path, e))?;
+        metrics
+            .write(&json!({"step": step + 1, "loss": step_loss, "lr": lr, "images_per_s": rate}))?;
         progress.inc(1);
         let done = step + 1;
         if done % opts.checkpoint_every.max(1) == 0 || done == opts.steps {
