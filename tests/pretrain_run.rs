@@ -284,3 +284,26 @@ fn bad_settings_and_inputs_are_clear_errors() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn bf16_with_gradient_accumulation_steps_per_two_micro_batches() {
+    let dir = scratch("bf16");
+    let (manifest, config) = dataset(&dir, 8);
+    let out = dir.join("out");
+    let s = pretrain(&PretrainOptions {
+        dtype: DType::BF16,
+        grad_accum: 2,
+        epochs: 2,
+        ..options(&manifest, &config, &out)
+    })
+    .unwrap();
+    // 2 batches of 4 per epoch × 2 epochs = 4 micro-batches = 2 optimizer steps.
+    assert_eq!(s.total_steps, 2);
+    assert!(s.last_loss.is_finite());
+    let log = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    assert_eq!(log.lines().count(), 2);
+    // Exports are f32 (the fp32 master weights), whatever the training dtype.
+    let set = TensorSet::open(out.join("image_encoder.safetensors")).unwrap();
+    assert_eq!(set.load("conv1.weight").unwrap().dtype(), DType::F32);
+    let _ = std::fs::remove_dir_all(&dir);
+}
