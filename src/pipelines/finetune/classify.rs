@@ -146,7 +146,7 @@ fn read_manifest(opts: &FinetuneOptions) -> Result<Manifest> {
     for s in &mut m.samples {
         for (c, v) in s.labels.iter_mut().enumerate() {
             *v = match *v {
-                Some(x) if x < 0.0 && x == -1.0 => match opts.uncertain {
+                Some(-1.0) => match opts.uncertain {
                     Uncertain::Zeros => Some(0.0),
                     Uncertain::Ones => Some(1.0),
                     Uncertain::Ignore => None,
