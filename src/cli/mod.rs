@@ -1,5 +1,6 @@
 //! The `medsyn` command line: clap definitions and dispatch; each subcommand lives in its own file.
 
+pub mod data;
 pub mod device;
 pub mod doctor;
 pub mod eval;
@@ -92,6 +93,11 @@ pub enum Command {
     /// network (--full), early stopping on the validation mean ROC AUC; writes the test
     /// set's predictions (the format `medsyn eval` reads) and its AUCs as JSON.
     Finetune(finetune::FinetuneArgs),
+    /// Data-set tools: `data phantom` writes a procedural chest-radiograph data set
+    ///
+    /// `medsyn data phantom --n N --size S --seed K --out DIR` draws chest X-ray-like
+    /// images with findings, reports, CheXpert-style labels, masks and boxes.
+    Data(data::DataArgs),
 }
 
 /// Runs the parsed command.
@@ -105,5 +111,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Eval(args) => eval::run(&args),
         Command::Pretrain(args) => pretrain::run(&args),
         Command::Finetune(args) => finetune::run(&args),
+        Command::Data(args) => data::run(&args),
     }
 }

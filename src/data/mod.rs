@@ -4,6 +4,7 @@ pub mod atomic;
 pub mod csv;
 pub mod loader;
 pub mod manifest;
+pub mod phantom;
 pub mod reports;
 pub mod transforms;
 
