@@ -9,7 +9,9 @@ use common::{assert_scaled, Fixture};
 use medsyn::io::TensorSet;
 use medsyn::pipelines::generate::{run_generate, GenerateOptions, PromptSource};
 use medsyn::pipelines::stable_diffusion::StableDiffusion;
-use medsyn::pipelines::train_generator::step::{diffusion_loss, StepNoise};
+use medsyn::pipelines::train_generator::step::{
+    diffusion_loss, weighted_diffusion_loss, StepNoise,
+};
 use medsyn::pipelines::train_generator::{train_generator, TrainGeneratorOptions};
 use medsyn::pipelines::work::Shard;
 use medsyn::schedulers::{NoiseSchedule, SchedulerOptions};
@@ -50,6 +52,18 @@ fn check_step(version: &str) {
             .collect(),
     };
     let pixels = fx.get("pixels").to_dtype(DType::F32).unwrap();
+    // Min-SNR weighting (diffusers' --snr_gamma 5) on the same prediction.
+    let weighted = weighted_diffusion_loss(&pipe, &schedule, &pixels, &ids, &draws, Some(5.0))
+        .unwrap()
+        .to_scalar()
+        .unwrap();
+    let expected_snr = fx.scalar("loss_snr5");
+    assert!(
+        (weighted - expected_snr).abs() <= 1e-5 * expected_snr.abs(),
+        "{version}: Min-SNR loss {weighted} vs {expected_snr}"
+    );
+    let bad = weighted_diffusion_loss(&pipe, &schedule, &pixels, &ids, &draws, Some(0.0));
+    assert!(bad.err().unwrap().to_string().contains("snr-gamma"));
     let loss = diffusion_loss(&pipe, &schedule, &pixels, &ids, &draws).unwrap();
     let expected = fx.scalar("loss");
     let got = loss.to_scalar().unwrap();
@@ -139,6 +153,7 @@ fn options(data: PathBuf, out: PathBuf, steps: u64) -> TrainGeneratorOptions {
         cosine: true,
         weight_decay: 1e-2,
         max_grad_norm: 1.0,
+        snr_gamma: None,
         resolution: None,
         dtype: DType::F32,
         train_text_encoder: true,

@@ -49,6 +49,11 @@ pub struct TrainGeneratorArgs {
     /// Clip the gradient norm to this (0 = off).
     #[arg(long, default_value_t = 1.0)]
     pub max_grad_norm: f64,
+    /// Min-SNR loss weighting (diffusers' --snr_gamma; 5.0 is the paper's value): each
+    /// sample's loss is weighted by min(SNR, γ)/SNR (epsilon) or min(SNR, γ)/(SNR+1) (v).
+    /// Off when not given.
+    #[arg(long)]
+    pub snr_gamma: Option<f64>,
     /// Training resolution in pixels (default: the model's native size). Images are
     /// resized on the shorter side and centre-cropped.
     #[arg(long)]
@@ -98,6 +103,7 @@ pub fn run(args: &TrainGeneratorArgs) -> Result<()> {
         cosine: args.cosine,
         weight_decay: args.weight_decay,
         max_grad_norm: args.max_grad_norm,
+        snr_gamma: args.snr_gamma,
         resolution: args.resolution,
         dtype: super::device::parse_dtype(&args.dtype)?,
         train_text_encoder: args.train_text_encoder,

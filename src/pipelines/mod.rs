@@ -1,7 +1,8 @@
 //! End-to-end jobs built on the models: Stable Diffusion generation (with its work
-//! list, seeds and shards) and generator fine-tuning.
+//! list, seeds and shards) and generator fine-tuning, pre-training, fine-tuning and the demo.
 
 pub mod checkpoint;
+pub mod demo;
 pub mod finetune;
 pub mod generate;
 pub mod pretrain;

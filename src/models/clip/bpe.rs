@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 
 /// GPT-2/CLIP's table from bytes to printable symbols: printable Latin-1 bytes
 /// map to themselves, the others to U+0100 onwards in byte order.
-fn byte_symbols() -> &'static [char; 256] {
+pub(crate) fn byte_symbols() -> &'static [char; 256] {
     static TABLE: OnceLock<[char; 256]> = OnceLock::new();
     TABLE.get_or_init(|| {
         let printable =

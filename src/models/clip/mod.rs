@@ -8,10 +8,10 @@
 //! transformers 4's slow tokenizer without ftfy differed only in corner cases
 //! (it put spaces around CJK ideographs and dropped control characters).
 
-mod bpe;
+pub(crate) mod bpe;
 mod config;
 mod encoder;
-mod pretokenize;
+pub(crate) mod pretokenize;
 mod special_tokens;
 mod text_model;
 mod tokenizer;

@@ -56,9 +56,23 @@ impl PipelineFolder {
             index,
         };
         for (name, classes) in COMPONENTS {
+            if name == "vae" && folder.is_pixel_space() {
+                continue;
+            }
             folder.check_component(name, classes)?;
         }
         Ok(folder)
+    }
+
+    /// A pixel-space pipeline (medsyn's demo generator): `model_index.json` names no
+    /// `vae` (absent or null) and there is no `vae/` folder, so the U-Net denoises
+    /// RGB pixels in [-1, 1] directly. diffusers' StableDiffusionPipeline needs a VAE
+    /// and does not load such a folder.
+    pub fn is_pixel_space(&self) -> bool {
+        let named = self.index.get("vae").is_some_and(|e| {
+            !e.is_null() && !e.as_array().is_some_and(|a| a.iter().all(|v| v.is_null()))
+        });
+        !named && !self.root.join("vae").exists()
     }
 
     fn check_component(&self, name: &str, classes: &[&str]) -> Result<()> {

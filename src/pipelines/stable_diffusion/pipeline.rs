@@ -19,12 +19,15 @@ use std::path::Path;
 /// The loaded pipeline. Latents are kept in f32 between steps whatever the model
 /// dtype (the U-Net sees them cast to its dtype); the VAE runs in f32 when the
 /// model dtype is f16 and its config asks for `force_upcast`, as diffusers does.
+/// Without a VAE (a pixel-space folder, see [`PipelineFolder::is_pixel_space`]) the
+/// "latents" are the RGB pixels in [-1, 1].
 pub struct StableDiffusion {
     pub folder: PipelineFolder,
     pub tokenizer: ClipTokenizer,
     pub text_encoder: ClipTextModel,
     pub unet: UNet2DConditionModel,
-    pub vae: AutoencoderKL,
+    /// None for a pixel-space pipeline.
+    pub vae: Option<AutoencoderKL>,
     pub scheduler_config: Config,
     pub dtype: DType,
     vae_dtype: DType,
@@ -55,25 +58,39 @@ impl StableDiffusion {
         let text_encoder = ClipTextModel::load(&text_cfg, &Weights::from_set(&set, dtype))?;
 
         let unet_cfg = UNetConfig::from_config(&folder.config("unet")?)?;
+        if folder.is_pixel_space() {
+            let c = unet_cfg.in_channels;
+            ensure!(
+                c == 3 && unet_cfg.out_channels == 3,
+                "{}: a pixel-space pipeline (no vae/) needs a U-Net with 3 input and 3 output channels (RGB), this one has {c} and {}",
+                folder.root.display(),
+                unet_cfg.out_channels
+            );
+        }
         let set = TensorSet::open(folder.component("unet"))?;
         let unet = UNet2DConditionModel::load(&unet_cfg, &Weights::from_set(&set, dtype))?;
 
-        let vae_config = folder.config("vae")?;
-        let force_upcast = vae_config.bool_or("force_upcast", true)?;
-        let vae_dtype = if dtype == DType::F16 && force_upcast {
-            DType::F32
+        let (vae, vae_dtype, vae_scale_factor, scaling_factor) = if folder.is_pixel_space() {
+            (None, dtype, 1, 1.0)
         } else {
-            dtype
+            let vae_config = folder.config("vae")?;
+            let force_upcast = vae_config.bool_or("force_upcast", true)?;
+            let vae_dtype = if dtype == DType::F16 && force_upcast {
+                DType::F32
+            } else {
+                dtype
+            };
+            let vae_cfg = VaeConfig::from_config(&vae_config)?;
+            let set = TensorSet::open(folder.component("vae"))?;
+            let vae = AutoencoderKL::load(&vae_cfg, &Weights::from_set(&set, vae_dtype))?;
+            let levels = vae_config.usize_list("block_out_channels")?.len();
+            (
+                Some(vae),
+                vae_dtype,
+                1usize << levels.saturating_sub(1),
+                vae_config.f64_or("scaling_factor", 0.18215)?,
+            )
         };
-        let vae_cfg = VaeConfig::from_config(&vae_config)?;
-        let set = TensorSet::open(folder.component("vae"))?;
-        let vae = AutoencoderKL::load(&vae_cfg, &Weights::from_set(&set, vae_dtype))?;
-        let vae_scale_factor = 1usize
-            << vae_config
-                .usize_list("block_out_channels")?
-                .len()
-                .saturating_sub(1);
-        let scaling_factor = vae_config.f64_or("scaling_factor", 0.18215)?;
 
         let scheduler_config = folder.config("scheduler")?;
         Ok(StableDiffusion {
@@ -211,13 +228,19 @@ impl StableDiffusion {
     }
 
     /// Decodes latents to images in [0, 1] ([B, 3, H, W], f32), as diffusers'
-    /// `vae.decode(latents / scaling_factor)` then `(x / 2 + 0.5).clamp(0, 1)`.
+    /// `vae.decode(latents / scaling_factor)` then `(x / 2 + 0.5).clamp(0, 1)`
+    /// (pixel space: the latents are the pixels in [-1, 1]).
     pub fn decode(&self, latents: &Tensor) -> Result<Tensor> {
         let _g = no_grad();
-        let z = latents
-            .scale(1.0 / self.scaling_factor)?
-            .to_dtype(self.vae_dtype)?;
-        let x = self.vae.decode(&z)?.to_dtype(DType::F32)?;
+        let x = match &self.vae {
+            Some(vae) => {
+                let z = latents
+                    .scale(1.0 / self.scaling_factor)?
+                    .to_dtype(self.vae_dtype)?;
+                vae.decode(&z)?.to_dtype(DType::F32)?
+            }
+            None => latents.to_dtype(DType::F32)?,
+        };
         x.affine(0.5, 0.5)?.clamp(0.0, 1.0)
     }
 

@@ -25,6 +25,9 @@ pub fn export_folder(
     };
     copy_file(&src.join("model_index.json"), &out.join("model_index.json"))?;
     for comp in ["tokenizer", "scheduler", "vae"] {
+        if comp == "vae" && pipe.vae.is_none() {
+            continue;
+        }
         copy_dir(&src.join(comp), &out.join(comp))?;
     }
     let trained = |prefix: &str| -> Vec<(String, Tensor)> {

@@ -21,7 +21,7 @@ use crate::{bail, ensure};
 use serde_json::json;
 use std::path::PathBuf;
 use std::time::Instant;
-use step::{diffusion_loss, StepNoise};
+use step::{weighted_diffusion_loss, StepNoise};
 
 /// Options with diffusers' train_text_to_image.py defaults where it has them.
 #[derive(Clone, Debug)]
@@ -41,6 +41,8 @@ pub struct TrainGeneratorOptions {
     pub cosine: bool,
     pub weight_decay: f64,
     pub max_grad_norm: f64,
+    /// Min-SNR loss weighting γ (diffusers' `--snr_gamma`; 5 is the paper's); None = off.
+    pub snr_gamma: Option<f64>,
     /// Pixels (default: the U-Net's sample_size × the VAE factor).
     pub resolution: Option<usize>,
     pub dtype: DType,
@@ -91,10 +93,11 @@ pub fn train_generator(opts: &TrainGeneratorOptions) -> Result<TrainSummary> {
     let schedule = NoiseSchedule::from_config(Some(&pipe.scheduler_config), None)?;
 
     // Trainable parameters: the U-Net, then the text encoder when asked.
-    pipe.vae
-        .parameters()
-        .iter()
-        .try_for_each(|(_, p)| p.set_requires_grad(false))?;
+    if let Some(vae) = &pipe.vae {
+        vae.parameters()
+            .iter()
+            .try_for_each(|(_, p)| p.set_requires_grad(false))?;
+    }
     let mut named: Vec<(String, Tensor)> = prefixed("unet", pipe.unet.parameters());
     if opts.train_text_encoder {
         named.extend(prefixed("text_encoder", pipe.text_encoder.parameters()));
@@ -186,7 +189,8 @@ pub fn train_generator(opts: &TrainGeneratorOptions) -> Result<TrainSummary> {
                 [c, h, h],
                 schedule.num_train_timesteps(),
             )?;
-            let loss = diffusion_loss(&pipe, &schedule, &pixels, &ids, &draws)?;
+            let loss =
+                weighted_diffusion_loss(&pipe, &schedule, &pixels, &ids, &draws, opts.snr_gamma)?;
             let value = loss.to_scalar()?;
             if !value.is_finite() {
                 bail!("the loss is {value} at step {step} (micro-batch {micro}); lower --lr, or use --dtype f32");
