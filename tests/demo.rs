@@ -116,6 +116,48 @@ fn micro_demo_runs_every_stage_and_resumes() {
     std::fs::remove_dir_all(out.join("probes/synthetic-1.0")).unwrap();
     let redone = run_demo(&opts).unwrap();
     assert_eq!(redone["linear_probe"], results["linear_probe"]);
+
+    // Resuming with another seed or preset is refused (the stages hold the old results).
+    let other = DemoOptions {
+        seed: 4,
+        ..opts.clone()
+    };
+    let err = run_demo(&other).err().unwrap().to_string();
+    assert!(
+        err.contains("demo.json") && err.contains("--seed 3"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&out).unwrap();
+}
+
+/// The quick preset end to end (about 8 minutes on 2 cores; run with
+/// `cargo test --release --test demo -- --ignored`): the learning the README claims.
+#[test]
+#[ignore]
+fn quick_demo_shows_learning() {
+    let out = tmp("quick");
+    let results = run_demo(&DemoOptions {
+        out: out.clone(),
+        preset: Preset::quick(),
+        seed: 0,
+        quiet: true,
+    })
+    .unwrap();
+    let probe = |arm: &str, frac: &str| results["linear_probe"][arm][frac].as_f64().unwrap();
+    let random = probe("random", "0.01");
+    for arm in ["real", "synthetic"] {
+        assert!(
+            probe(arm, "0.01") > random + 0.02,
+            "{arm}-pre-trained encoder at 1 % labels: {} vs random {random}",
+            probe(arm, "0.01")
+        );
+    }
+    let agreement = results["agreement"]["synthetic"]["mean_auc"]
+        .as_f64()
+        .unwrap();
+    assert!(agreement > 0.6, "judge AUC on synthetic images {agreement}");
+    // Time is reported, not asserted (timing belongs in benches, not tests).
+    eprintln!("quick preset: {} s", results["seconds"]);
     std::fs::remove_dir_all(&out).unwrap();
 }
 

@@ -44,6 +44,12 @@ pub const ARMS: [&str; 3] = ["random", "real", "synthetic"];
 pub fn run_demo(opts: &DemoOptions) -> Result<Value> {
     let out = absolute(&opts.out)?;
     let p = &opts.preset;
+    claim_folder(&out, p, opts.seed)?;
+    if p.name == "full" && !opts.quiet {
+        eprintln!(
+            "note: the full preset is sized for one GPU; this build runs on the CPU, where it takes many hours (--preset quick: minutes)"
+        );
+    }
     let mut stages = Stages::new(&out, 10, opts.quiet)?;
     let (real_dir, down_dir) = (out.join("real"), out.join("downstream"));
     let seed = opts.seed;
@@ -308,6 +314,30 @@ fn finetune_common(p: &Preset, opts: &DemoOptions) -> FinetuneOptions {
         quiet: opts.quiet,
         ..FinetuneOptions::default()
     }
+}
+
+/// Records the preset and seed in `out/demo.json`, or checks that a folder being
+/// resumed was started with the same ones (its finished stages hold their results).
+fn claim_folder(out: &Path, p: &Preset, seed: u64) -> Result<()> {
+    let path = out.join("demo.json");
+    let want = json!({"preset": p.name, "seed": seed});
+    if path.is_file() {
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::file(&path, e))?;
+        let had: Value = serde_json::from_str(&text).map_err(|e| Error::file(&path, e))?;
+        if had != want {
+            return Err(Error::file(
+                &path,
+                format!(
+                    "this folder holds a demo run with --preset {} --seed {}; rerun with those flags to resume, or give a new --out",
+                    had["preset"].as_str().unwrap_or("?"),
+                    had["seed"]
+                ),
+            ));
+        }
+        return Ok(());
+    }
+    let text = serde_json::to_string_pretty(&want).map_err(|e| Error::file(&path, e))?;
+    crate::data::atomic::write_atomic(&path, text.as_bytes())
 }
 
 fn absolute(out: &Path) -> Result<PathBuf> {
