@@ -296,7 +296,7 @@ fn pretrain_options(
         max_text_tokens: p.text_encoder.max_tokens,
         resize: p.resolution,
         crop: p.resolution,
-        checkpoint_every: 1_000_000,
+        checkpoint_every: 100,
         keep_checkpoints: 1,
         seed: opts.seed,
         quiet: opts.quiet,
