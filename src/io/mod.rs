@@ -16,7 +16,7 @@ mod sharded;
 pub use header::MAX_HEADER_BYTES;
 pub use safetensors::Dtype as FileDType;
 pub use safetensors_read::TensorFile;
-pub use safetensors_write::save_safetensors;
+pub use safetensors_write::{save_pretrained_weights, save_safetensors};
 pub use sharded::{find_pickled_weights, pickle_hint, TensorSet};
 
 use crate::error::{Error, Result};

@@ -72,6 +72,16 @@ pub fn save_safetensors<N: AsRef<str>>(
     result
 }
 
+/// Named tensors as a checkpoint file the way transformers' and diffusers'
+/// `save_pretrained` writes one (metadata `{"format": "pt"}`), atomically.
+pub fn save_pretrained_weights(path: impl AsRef<Path>, named: &[(String, Tensor)]) -> Result<()> {
+    let refs: Vec<(&str, &Tensor)> = named.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    let meta = [("format".to_string(), "pt".to_string())]
+        .into_iter()
+        .collect();
+    save_safetensors(path, &refs, Some(meta))
+}
+
 fn tmp_path(path: &Path) -> PathBuf {
     let mut name = path
         .file_name()

@@ -6,7 +6,7 @@
 use super::tokenizer_files::write_clip_tokenizer;
 use crate::data::atomic::write_atomic;
 use crate::error::{Error, Result};
-use crate::io::save_safetensors;
+use crate::io::save_pretrained_weights;
 use crate::models::clip::{ClipTextConfig, ClipTextModel};
 use crate::models::unet::{UNet2DConditionModel, UNetConfig};
 use crate::models::{Config, Weights};
@@ -163,11 +163,7 @@ fn write_component(
 ) -> Result<()> {
     let sub = dir.join(name);
     write_json(&sub.join("config.json"), config)?;
-    let refs: Vec<(&str, &Tensor)> = params.iter().map(|(n, t)| (n.as_str(), t)).collect();
-    let meta = [("format".to_string(), "pt".to_string())]
-        .into_iter()
-        .collect();
-    save_safetensors(sub.join(file), &refs, Some(meta))
+    save_pretrained_weights(sub.join(file), params)
 }
 
 fn write_json(path: &Path, value: &Value) -> Result<()> {

@@ -5,10 +5,10 @@
 use super::tokenizer_files::write_bert_tokenizer_folder;
 use crate::data::atomic::write_atomic;
 use crate::error::{Error, Result};
-use crate::io::save_safetensors;
+use crate::io::save_pretrained_weights;
 use crate::models::bert::{BertConfig, BertModel};
 use crate::models::Config;
-use crate::tensor::{DType, Tensor};
+use crate::tensor::DType;
 use serde_json::json;
 use std::path::Path;
 
@@ -50,12 +50,7 @@ pub fn write_initial_text_encoder(
     let config_path = dir.join("config.json");
     let cfg = BertConfig::from_config(&Config::from_value(&config_path, config.clone())?)?;
     let model = BertModel::new_random(&cfg, seed, DType::F32)?;
-    let params = model.parameters();
-    let refs: Vec<(&str, &Tensor)> = params.iter().map(|(n, t)| (n.as_str(), t)).collect();
-    let meta = [("format".to_string(), "pt".to_string())]
-        .into_iter()
-        .collect();
-    save_safetensors(dir.join("model.safetensors"), &refs, Some(meta))?;
+    save_pretrained_weights(dir.join("model.safetensors"), &model.parameters())?;
     let text = serde_json::to_string_pretty(&config).map_err(|e| Error::file(&config_path, e))?;
     // The config last: its presence marks a complete folder.
     write_atomic(&config_path, text.as_bytes())

@@ -4,7 +4,7 @@
 
 use super::TrainGeneratorOptions;
 use crate::error::{Error, Result};
-use crate::io::save_safetensors;
+use crate::io::save_pretrained_weights;
 use crate::optim::{AdamW, Ema};
 use crate::pipelines::stable_diffusion::StableDiffusion;
 use crate::tensor::Tensor;
@@ -81,11 +81,7 @@ fn write_component(
             let _ = std::fs::remove_file(e.path());
         }
     }
-    let refs: Vec<(&str, &Tensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
-    let meta = [("format".to_string(), "pt".to_string())]
-        .into_iter()
-        .collect();
-    save_safetensors(dir.join(file), &refs, Some(meta))
+    save_pretrained_weights(dir.join(file), tensors)
 }
 
 fn copy_file(from: &Path, to: &Path) -> Result<()> {
