@@ -50,15 +50,23 @@ pub fn run_demo(opts: &DemoOptions) -> Result<Value> {
             "note: the full preset is sized for one GPU; this build runs on the CPU, where it takes many hours (--preset quick: minutes)"
         );
     }
-    let mut stages = Stages::new(&out, 10, opts.quiet)?;
+    let mut stages = Stages::new(&out, 9, opts.quiet)?;
     let (real_dir, down_dir) = (out.join("real"), out.join("downstream"));
     let seed = opts.seed;
 
     stages.run("data", "make the real and downstream phantom sets", || {
         // Disjoint seeds: the downstream set shares no image with the real set.
         for (dir, n, set_seed) in [
-            (&real_dir, p.real_pairs, seed.wrapping_mul(2) + 1),
-            (&down_dir, p.downstream_images, seed.wrapping_mul(2) + 2),
+            (
+                &real_dir,
+                p.real_pairs,
+                seed.wrapping_mul(2).wrapping_add(1),
+            ),
+            (
+                &down_dir,
+                p.downstream_images,
+                seed.wrapping_mul(2).wrapping_add(2),
+            ),
         ] {
             let phantom = PhantomOptions {
                 n,
