@@ -168,3 +168,8 @@ fn adamw() {
 fn philox() {
     emulate("test_philox", Some("philox"), BOTH);
 }
+
+#[test]
+fn conv() {
+    emulate("test_conv", Some("conv"), BOTH);
+}

@@ -4,13 +4,20 @@ use crate::bail;
 use crate::error::Result;
 use crate::tensor::DType;
 
-/// Accepts `auto` and `cpu`; `cuda[:N]` is refused with the reason until this build
-/// has a CUDA backend.
+/// Accepts `auto` and `cpu`; `cuda[:N]` is refused with the reason until models run on the
+/// GPU (with the `cuda` feature the kernels are built in and tested, but the tensor runtime
+/// does not place tensors on the device yet).
 pub fn require_cpu(device: &str) -> Result<()> {
     match device {
         "auto" | "cpu" => Ok(()),
         d if d == "cuda" || d.starts_with("cuda:") => bail!(
-            "--device {d}: this medsyn build has no CUDA backend (CPU only); use --device cpu or auto"
+            "--device {d}: {}; use --device cpu or auto",
+            if cfg!(feature = "cuda") {
+                "this medsyn build has the CUDA kernels (`medsyn kernels`, `medsyn doctor`) but \
+                 no CUDA backend for models yet: they run on the CPU only"
+            } else {
+                "this medsyn build has no CUDA backend (CPU only)"
+            }
         ),
         d => bail!("--device {d}: expected auto, cpu or cuda:N"),
     }

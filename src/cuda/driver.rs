@@ -4,11 +4,11 @@
 //! first opened here with libloading under the same names cudarc tries, and driver calls run
 //! inside `catch_unwind` as a second guard.
 
+use super::gpu::quietly;
 use super::modules::Modules;
 use super::registry;
 use cudarc::driver::{result, sys, CudaContext};
 use std::ffi::{c_int, c_uint};
-use std::panic::{catch_unwind, AssertUnwindSafe};
 
 /// The CUDA major.minor that cudarc's bindings were generated for (the `cuda-12080` feature).
 pub const BINDINGS_CUDA_VERSION: (u32, u32) = (12, 8);
@@ -265,18 +265,4 @@ fn device_info(
         }
     }
     Ok(info)
-}
-
-/// Runs `f`, turning a panic into Err(message) without printing it.
-fn quietly<T>(f: impl FnOnce() -> T) -> std::result::Result<T, String> {
-    let hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
-    let out = catch_unwind(AssertUnwindSafe(f));
-    std::panic::set_hook(hook);
-    out.map_err(|p| {
-        p.downcast_ref::<String>()
-            .cloned()
-            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_else(|| "panic".to_string())
-    })
 }

@@ -1,0 +1,558 @@
+//! kernels/adamw.cu vs src/optim/ (AdamW with fp32 masters, LossScaler): several steps with
+//! and without loss scaling, an overflowing step (skipped, scale backed off), growth after
+//! growth_interval clean steps, the loss × scale kernel and the scale update on its own.
+
+use crate::support::*;
+use cudarc::driver::CudaSlice;
+use medsyn::cuda::gpu::{round_to, suffix};
+use medsyn::cuda::{DevBuf, Gpu};
+use medsyn::optim::{AdamW, AdamWConfig, LossScaler, LossScalerConfig};
+use medsyn::tensor::DType;
+use medsyn::Tensor;
+
+const LR: f64 = 1e-2;
+const BETAS: (f64, f64) = (0.9, 0.999);
+const EPS: f64 = 1e-8;
+const WD: f64 = 0.05;
+const INIT_SCALE: f64 = 1024.0;
+const GROWTH: f64 = 2.0;
+const BACKOFF: f64 = 0.5;
+const INTERVAL: u64 = 3;
+/// Parameter sizes: one element, odd, larger than a block and odd.
+const SIZES: [usize; 3] = [1, 1001, 4099];
+/// Steps whose gradients hold an inf (with INTERVAL 3: steps 0, 1 clean, 2 overflows and backs
+/// off, 3..=5 clean so the scale grows after step 5, 6 clean again).
+const INF_STEP: usize = 2;
+const STEPS: usize = 7;
+
+/// The AdamwHyper struct as the kernel stores it (7 f32 + i32 skip, 32 bytes).
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Hyper {
+    f: [f32; 7],
+    skip: i32,
+}
+
+fn parse_hyper(bytes: &[u8]) -> Hyper {
+    let word = |k: usize| <[u8; 4]>::try_from(&bytes[4 * k..4 * k + 4]).unwrap();
+    Hyper {
+        f: std::array::from_fn(|k| f32::from_le_bytes(word(k))),
+        skip: i32::from_le_bytes(word(7)),
+    }
+}
+
+/// The scalars AdamW::step computes for `step` (f64, as there) rounded to f32 as `update`
+/// does, in the struct's field order.
+fn cpu_hyper(step: u64) -> [f32; 7] {
+    let (b1, b2) = BETAS;
+    let t = step as f64;
+    [
+        (1.0 - LR * WD) as f32,
+        (1.0 - b1) as f32,
+        b2 as f32,
+        (1.0 - b2) as f32,
+        (-(LR / (1.0 - b1.powf(t)))) as f32,
+        ((1.0 - b2.powf(t)).powf(0.5)) as f32,
+        EPS as f32,
+    ]
+}
+
+/// One parameter's device state.
+struct DevParam {
+    n: usize,
+    /// The f32 parameter itself (f32) or its fp32 master (f16/bf16).
+    master: CudaSlice<f32>,
+    /// The f16/bf16 model copy (None for f32 parameters).
+    param: Option<DevBuf>,
+    m: CudaSlice<f32>,
+    v: CudaSlice<f32>,
+}
+
+fn null() -> u64 {
+    0
+}
+
+/// 1-D grid-stride launch per the contract: block 256, grid ceil(n/256).
+fn launch_1d(n: usize) -> LaunchConfig {
+    grid((n as u32).div_ceil(256).max(1), 256, 0)
+}
+
+/// Compares f32 arrays: bit for bit when `exact`, else within a few ulp. On failure records
+/// `name` as failed and panics with `what`.
+fn compare(name: &str, what: &str, got: &[f32], want: &[f32], exact: bool, max_err: &mut f64) {
+    assert_eq!(got.len(), want.len(), "{name} {what}: length");
+    for (i, (&a, &b)) in got.iter().zip(want).enumerate() {
+        let e = (a as f64 - b as f64).abs();
+        let ok = if exact {
+            a.to_bits() == b.to_bits()
+        } else {
+            e <= 1e-9 + 1e-6 * (b as f64).abs()
+        };
+        if !ok {
+            record(name, false, e);
+            panic!(
+                "{name} {what}: element {i} is {a:e} where the CPU twin gives {b:e} ({})",
+                if exact {
+                    "expected bit-identical"
+                } else {
+                    "tolerance 1e-9 + 1e-6·|x|"
+                }
+            );
+        }
+        if e.is_finite() {
+            *max_err = max_err.max(e);
+        }
+    }
+}
+
+/// Gradient values for step `s` of parameter `j`: ±[0.01, 1) (so that unscaled f16 gradients
+/// stay out of f16's subnormal range, see the report) times `scale`, rounded to `dt`.
+fn grad_values(s: usize, j: usize, n: usize, scale: f64, dt: DType) -> Vec<f32> {
+    let u = uniform(1000 + 10 * s as u64 + j as u64, n, -1.0, 1.0);
+    let v: Vec<f32> = u
+        .iter()
+        .map(|&x| (x.signum() * (0.01 + 0.99 * x.abs())) * scale as f32)
+        .collect();
+    round_to(&v, dt)
+}
+
+/// The CPU twin's parameters (one group), optimizer and scaler.
+fn cpu_setup(dt: DType) -> (Vec<Tensor>, AdamW, LossScaler) {
+    let params: Vec<Tensor> = SIZES
+        .iter()
+        .enumerate()
+        .map(|(j, &n)| {
+            let p0 = uniform_as(900 + j as u64, n, -1.0, 1.0, dt);
+            Tensor::from_values(p0, &[n], dt)
+                .unwrap()
+                .into_param()
+                .unwrap()
+        })
+        .collect();
+    let config = AdamWConfig {
+        lr: LR,
+        betas: BETAS,
+        eps: EPS,
+        weight_decay: WD,
+    };
+    let opt = AdamW::new(params.clone(), config).unwrap();
+    let scaler = LossScaler::new(LossScalerConfig {
+        init_scale: INIT_SCALE,
+        growth_factor: GROWTH,
+        backoff_factor: BACKOFF,
+        growth_interval: INTERVAL,
+        enabled: true,
+    });
+    (params, opt, scaler)
+}
+
+/// Step `s`'s gradients (an inf in parameter 1 at INF_STEP when scaled).
+fn step_grads(s: usize, scale: f64, dt: DType, scaled: bool) -> Vec<Vec<f32>> {
+    SIZES
+        .iter()
+        .enumerate()
+        .map(|(j, &n)| {
+            let mut v = grad_values(s, j, n, scale, dt);
+            if scaled && s == INF_STEP && j == 1 {
+                v[n / 2] = f32::INFINITY;
+            }
+            v
+        })
+        .collect()
+}
+
+/// One CPU step from `grads` (f32 leaf gradients for half parameters, holding the rounded
+/// values, as backward leaves them); returns whether it overflowed (was skipped).
+fn cpu_step(
+    params: &[Tensor],
+    opt: &mut AdamW,
+    scaler: &mut LossScaler,
+    grads: &[Vec<f32>],
+    dt: DType,
+    scaled: bool,
+) -> bool {
+    opt.zero_grad();
+    for (p, gv) in params.iter().zip(grads) {
+        let gt = Tensor::from_values(gv.clone(), &[gv.len()], dt).unwrap();
+        p.backward_with(&gt).unwrap();
+    }
+    if scaled {
+        !opt.step_with_scaler(scaler).unwrap()
+    } else {
+        opt.step().unwrap();
+        false
+    }
+}
+
+/// The premise of the device test, on the CPU alone (runs without a GPU): exactly INF_STEP is
+/// skipped, the scale backs off and grows back, every parameter has state (and a master when
+/// half).
+#[test]
+fn loss_scaling_schedule_skips_one_step_then_grows() {
+    for dt in DTYPES {
+        let (params, mut opt, mut scaler) = cpu_setup(dt);
+        for s in 0..STEPS {
+            let grads = step_grads(s, scaler.scale_value(), dt, true);
+            let overflow = cpu_step(&params, &mut opt, &mut scaler, &grads, dt, true);
+            assert_eq!(overflow, s == INF_STEP, "{dt:?} step {s}");
+            assert!(params
+                .iter()
+                .all(|p| p.to_vec_f32().iter().all(|v| v.is_finite())));
+        }
+        assert_eq!(scaler.scale_value(), INIT_SCALE * BACKOFF * GROWTH);
+        assert_eq!(opt.steps(), STEPS as u64 - 1);
+        let state = opt.state_dict().unwrap();
+        for j in 0..SIZES.len() {
+            for field in ["step", "exp_avg", "exp_avg_sq"] {
+                let key = format!("state.{j}.{field}");
+                assert!(state.iter().any(|(k, _)| *k == key), "{dt:?}: no {key}");
+            }
+            let key = format!("state.{j}.master");
+            assert_eq!(state.iter().any(|(k, _)| *k == key), dt != DType::F32);
+        }
+    }
+}
+
+fn run_adamw(g: &Gpu, dt: DType, scaled: bool) {
+    let sfx = suffix(dt).unwrap();
+    let half = dt != DType::F32;
+    let (params, mut opt, mut scaler) = cpu_setup(dt);
+
+    // Device state (the contract's list).
+    let mut dev: Vec<DevParam> = params
+        .iter()
+        .map(|p| {
+            let v = p.to_vec_f32();
+            DevParam {
+                n: v.len(),
+                master: g.upload(&v).unwrap(),
+                param: half.then(|| g.upload_as(&v, dt).unwrap()),
+                m: g.zeros::<f32>(v.len()).unwrap(),
+                v: g.zeros::<f32>(v.len()).unwrap(),
+            }
+        })
+        .collect();
+    let np = dev.len();
+    let mut steps = g.zeros::<i64>(np).unwrap();
+    let mut hyper = g.zeros::<u8>(32 * np).unwrap();
+    let mut found_inf = g.zeros::<i32>(1).unwrap();
+    let mut scale = g.upload(&[INIT_SCALE]).unwrap();
+    let mut tracker = g.zeros::<i64>(1).unwrap();
+    let mut inv_scale = g.upload(&[(1.0 / INIT_SCALE) as f32]).unwrap();
+
+    let f_check = g
+        .function("adamw", &format!("grad_unscale_check_{sfx}"))
+        .unwrap();
+    let f_hyper = g.function("adamw", "adamw_hyper").unwrap();
+    let f_step = g.function("adamw", &format!("adamw_step_{sfx}")).unwrap();
+    let f_update = g.function("adamw", "loss_scale_update").unwrap();
+    let tag = if scaled { "" } else { "/no_scaler" };
+    let mut err = 0.0f64;
+    let (mut found_got, mut found_want) = (Vec::new(), Vec::new());
+    let (mut sched_got, mut sched_want) = (Vec::new(), Vec::new());
+    let (mut hyper_got, mut hyper_want) = (Vec::new(), Vec::new());
+    let mut hyper_exact = true;
+
+    for s in 0..STEPS {
+        let cur_scale = if scaled { scaler.scale_value() } else { 1.0 };
+        let grads = step_grads(s, cur_scale, dt, scaled);
+        let overflow = cpu_step(&params, &mut opt, &mut scaler, &grads, dt, scaled);
+
+        // GPU: check/unscale, hyper, step, scale update.
+        let mut gbufs: Vec<DevBuf> = grads
+            .iter()
+            .map(|gv| g.upload_as(gv, dt).unwrap())
+            .collect();
+        let nil = null();
+        if scaled {
+            for (j, gb) in gbufs.iter_mut().enumerate() {
+                let n = gb.len as i64;
+                let mut b = g.stream().launch_builder(&f_check);
+                b.arg(&n).arg(&mut gb.bytes);
+                // Parameter 1 is only checked here and unscaled inside adamw_step.
+                if j == 1 {
+                    b.arg(&nil);
+                } else {
+                    b.arg(&inv_scale);
+                }
+                b.arg(&mut found_inf);
+                unsafe { b.launch(launch_1d(gb.len)) }.unwrap();
+            }
+            found_got.push(g.download(&found_inf).unwrap()[0]);
+            found_want.push(overflow as i32);
+        }
+        let (lr, b1, b2, eps, wd) = (LR, BETAS.0, BETAS.1, EPS, WD);
+        let npi = np as i32;
+        let mut b = g.stream().launch_builder(&f_hyper);
+        b.arg(&npi);
+        if scaled {
+            b.arg(&found_inf);
+        } else {
+            b.arg(&nil);
+        }
+        b.arg(&mut steps)
+            .arg(&lr)
+            .arg(&b1)
+            .arg(&b2)
+            .arg(&eps)
+            .arg(&wd)
+            .arg(&mut hyper);
+        unsafe { b.launch(grid(1, 256, 0)) }.unwrap();
+
+        for (j, (d, gb)) in dev.iter_mut().zip(&gbufs).enumerate() {
+            let n = d.n as i64;
+            let h = hyper.slice(32 * j..32 * (j + 1));
+            let mut b = g.stream().launch_builder(&f_step);
+            b.arg(&n).arg(&h).arg(&mut d.master);
+            match d.param.as_mut() {
+                Some(p) => b.arg(&mut p.bytes),
+                None => b.arg(&nil),
+            };
+            b.arg(&gb.bytes).arg(&mut d.m).arg(&mut d.v);
+            if scaled && j == 1 {
+                b.arg(&inv_scale);
+            } else {
+                b.arg(&nil);
+            }
+            unsafe { b.launch(launch_1d(d.n)) }.unwrap();
+        }
+
+        // The hyper scalars and step counts against the CPU's.
+        let hb = g.download(&hyper).unwrap();
+        let gsteps = g.download(&steps).unwrap();
+        let state = opt.state_dict().unwrap();
+        let get = |key: String| {
+            state
+                .iter()
+                .find(|(k, _)| *k == key)
+                .unwrap_or_else(|| panic!("AdamW state has no {key}"))
+                .1
+                .clone()
+        };
+        for j in 0..np {
+            let h = parse_hyper(&hb[32 * j..32 * (j + 1)]);
+            let cpu_step = get(format!("state.{j}.step")).to_vec_i64()[0];
+            sched_got.push(gsteps[j]);
+            sched_want.push(cpu_step);
+            hyper_got.push(h.skip as i64);
+            hyper_want.push(overflow as i64);
+            if !overflow {
+                let want = cpu_hyper(cpu_step as u64);
+                // β^step: CUDA's pow vs libm's may differ in the last bit (contract).
+                compare(
+                    "adamw_hyper",
+                    &format!("step {s} parameter {j} scalars"),
+                    &h.f,
+                    &want,
+                    false,
+                    &mut 0.0,
+                );
+                hyper_exact &=
+                    h.f.iter()
+                        .zip(&want)
+                        .all(|(a, b)| a.to_bits() == b.to_bits());
+            }
+        }
+
+        // Masters, moments and model copies: bit-identical given equal scalars.
+        let name = format!("adamw_step{tag} {sfx}");
+        for (j, (d, p)) in dev.iter().zip(&params).enumerate() {
+            let want_master = if half {
+                get(format!("state.{j}.master")).to_vec_f32()
+            } else {
+                p.to_vec_f32()
+            };
+            let at = |what: &str| format!("step {s} parameter {j} {what}");
+            let master = g.download(&d.master).unwrap();
+            compare(
+                &name,
+                &at("master"),
+                &master,
+                &want_master,
+                hyper_exact,
+                &mut err,
+            );
+            let m = g.download(&d.m).unwrap();
+            let want_m = get(format!("state.{j}.exp_avg")).to_vec_f32();
+            compare(&name, &at("exp_avg"), &m, &want_m, hyper_exact, &mut err);
+            let v = g.download(&d.v).unwrap();
+            let want_v = get(format!("state.{j}.exp_avg_sq")).to_vec_f32();
+            compare(&name, &at("exp_avg_sq"), &v, &want_v, hyper_exact, &mut err);
+            if let Some(pb) = &d.param {
+                let got = g.download_f32(pb).unwrap();
+                compare(
+                    &name,
+                    &at("param"),
+                    &got,
+                    &p.to_vec_f32(),
+                    hyper_exact,
+                    &mut err,
+                );
+            }
+        }
+
+        if scaled {
+            let (gf, bf) = (GROWTH, BACKOFF);
+            let interval = INTERVAL as i64;
+            unsafe {
+                g.stream()
+                    .launch_builder(&f_update)
+                    .arg(&mut found_inf)
+                    .arg(&mut scale)
+                    .arg(&mut tracker)
+                    .arg(&mut inv_scale)
+                    .arg(&gf)
+                    .arg(&bf)
+                    .arg(&interval)
+                    .launch(grid(1, 1, 0))
+            }
+            .unwrap();
+            let sc = g.download(&scale).unwrap()[0];
+            let tr = g.download(&tracker).unwrap()[0];
+            let inv = g.download(&inv_scale).unwrap()[0];
+            let fl = g.download(&found_inf).unwrap()[0];
+            sched_got.extend([sc.to_bits() as i64, tr, inv.to_bits() as i64, fl as i64]);
+            sched_want.extend([
+                scaler.scale_value().to_bits() as i64,
+                scaler.growth_tracker() as i64,
+                ((1.0 / scaler.scale_value()) as f32).to_bits() as i64,
+                0,
+            ]);
+        }
+    }
+    if scaled {
+        // The schedule did what it is meant to test: one skipped step, then a growth.
+        assert_eq!(scaler.scale_value(), INIT_SCALE * BACKOFF * GROWTH);
+        assert_eq!(opt.steps(), STEPS as u64 - 1);
+        check_exact(
+            &format!("grad_unscale_check found_inf {sfx}"),
+            &found_got,
+            &found_want,
+        );
+        check_exact(
+            &format!("loss_scale_update + steps {sfx}"),
+            &sched_got,
+            &sched_want,
+        );
+    } else {
+        check_exact(
+            &format!("adamw_hyper steps{tag} {sfx}"),
+            &sched_got,
+            &sched_want,
+        );
+    }
+    check_exact(
+        &format!("adamw_hyper skip{tag} {sfx}"),
+        &hyper_got,
+        &hyper_want,
+    );
+    if !hyper_exact {
+        eprintln!("adamw{tag} {sfx}: the device's β^step scalars differ from the CPU's in the last bit; states compared within 1e-6");
+    }
+    record(&format!("adamw_step{tag} {sfx}"), true, err);
+}
+
+#[test]
+fn adamw_with_loss_scaling_matches_cpu() {
+    let Some(g) = gpu() else { return };
+    for dt in DTYPES {
+        run_adamw(g, dt, true);
+    }
+}
+
+#[test]
+fn adamw_without_scaler_matches_cpu() {
+    let Some(g) = gpu() else { return };
+    for dt in DTYPES {
+        run_adamw(g, dt, false);
+    }
+}
+
+#[test]
+fn scale_by_device_matches_loss_scaler_scale() {
+    let Some(g) = gpu() else { return };
+    let n = 10_007;
+    for dt in DTYPES {
+        let sfx = suffix(dt).unwrap();
+        let x = uniform_as(1100, n, -3.0, 3.0, dt);
+        let f = g
+            .function("adamw", &format!("scale_by_device_{sfx}"))
+            .unwrap();
+        // Powers of two, a scale f32 cannot hold exactly, one that overflows f16 and f32.
+        for s in [65536.0, 0.5, 1e4 / 3.0, 3.0e38] {
+            let scaler = LossScaler::new(LossScalerConfig {
+                init_scale: s,
+                ..LossScalerConfig::default()
+            });
+            let xt = Tensor::from_values(x.clone(), &[n], dt).unwrap();
+            let want = scaler.scale(&xt).unwrap().to_vec_f32();
+            let xd = g.upload_as(&x, dt).unwrap();
+            let sd = g.upload(&[s]).unwrap();
+            let mut yd = g.poisoned_as(n, dt).unwrap();
+            let nn = n as i64;
+            unsafe {
+                g.stream()
+                    .launch_builder(&f)
+                    .arg(&nn)
+                    .arg(&xd.bytes)
+                    .arg(&sd)
+                    .arg(&mut yd.bytes)
+                    .launch(launch_1d(n))
+            }
+            .unwrap();
+            let y = g.download_f32(&yd).unwrap();
+            check("scale_by_device", dt, &y, &want, 0.0, 0.0);
+        }
+    }
+}
+
+/// The scale update alone over a flag sequence: backoff, growth after `interval` clean steps,
+/// and a growth that would overflow f64 (kept at the old scale).
+#[test]
+fn loss_scale_update_matches_loss_scaler() {
+    let Some(g) = gpu() else { return };
+    let f = g.function("adamw", "loss_scale_update").unwrap();
+    for (init, interval) in [(65536.0, 2u64), (f64::MAX / 1.5, 1)] {
+        let mut cpu = LossScaler::new(LossScalerConfig {
+            init_scale: init,
+            growth_factor: GROWTH,
+            backoff_factor: BACKOFF,
+            growth_interval: interval,
+            enabled: true,
+        });
+        let mut scale = g.upload(&[init]).unwrap();
+        let mut tracker = g.zeros::<i64>(1).unwrap();
+        let mut inv = g.upload(&[(1.0 / init) as f32]).unwrap();
+        let (mut got, mut want) = (Vec::new(), Vec::new());
+        for flag in [0, 0, 0, 1, 0, 1, 1, 0, 0, 0, 0] {
+            let mut found = g.upload(&[flag]).unwrap();
+            let (gf, bf, gi) = (GROWTH, BACKOFF, interval as i64);
+            unsafe {
+                g.stream()
+                    .launch_builder(&f)
+                    .arg(&mut found)
+                    .arg(&mut scale)
+                    .arg(&mut tracker)
+                    .arg(&mut inv)
+                    .arg(&gf)
+                    .arg(&bf)
+                    .arg(&gi)
+                    .launch(grid(1, 1, 0))
+            }
+            .unwrap();
+            cpu.update(flag != 0);
+            got.extend([
+                g.download(&scale).unwrap()[0].to_bits(),
+                g.download(&tracker).unwrap()[0] as u64,
+                g.download(&inv).unwrap()[0].to_bits() as u64,
+                g.download(&found).unwrap()[0] as u64,
+            ]);
+            want.extend([
+                cpu.scale_value().to_bits(),
+                cpu.growth_tracker(),
+                ((1.0 / cpu.scale_value()) as f32).to_bits() as u64,
+                0,
+            ]);
+        }
+        check_exact("loss_scale_update", &got, &want);
+    }
+}

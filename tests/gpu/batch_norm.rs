@@ -1,0 +1,445 @@
+//! kernels/batch_norm.cu vs src/backend/cpu/norm.rs + Tensor::batch_norm's running-stat update
+//! (training stats over split channels, eval stats, apply, backward sums/finish/dx).
+
+use crate::support::*;
+use cudarc::driver::{CudaSlice, LaunchArgs};
+use medsyn::backend::cpu::norm::{self as cpu, Affine, Needs};
+use medsyn::cuda::gpu::suffix;
+
+/// One BatchNorm problem and its launch shape.
+struct Case {
+    batch: usize,
+    channels: usize,
+    spatial: usize,
+    /// Slices per channel (grid.y of stats / backward_sums), grid.x cap (channels
+    /// block-strided past it; also caps the apply / dx grids), stats block.
+    splits: u32,
+    cap: u32,
+    block: u32,
+    /// Batch statistics (training) or running statistics (eval).
+    training: bool,
+    /// Running statistics given (always in eval).
+    running: bool,
+    /// Weight and bias present (dweight and dbias computed); else both absent, and the
+    /// backward needs only dx (eval: no sums at all).
+    affine: bool,
+}
+
+#[allow(clippy::too_many_arguments)]
+const fn case(
+    (batch, channels, spatial): (usize, usize, usize),
+    (splits, cap, block): (u32, u32, u32),
+    training: bool,
+    running: bool,
+    affine: bool,
+) -> Case {
+    Case {
+        batch,
+        channels,
+        spatial,
+        splits,
+        cap,
+        block,
+        training,
+        running,
+        affine,
+    }
+}
+
+const M: u32 = u32::MAX;
+const EPS: f64 = 1e-5;
+const MOMENTUM: f64 = 0.1;
+
+/// Odd channel counts and spatial sizes (7×7, 3×3, 1 = BatchNorm1d-like), channels split
+/// into several slices (with empty trailing slices: M = 3 in 5 splits), grids capped below
+/// the channel / row count, no running stats, no affine, eval mode with and without affine
+/// (the latter needs no sums), and a ResNet-stem-sized channel (M = 4·56·56).
+const CASES: [Case; 9] = [
+    case((4, 3, 49), (1, M, 256), true, true, true),
+    case((2, 5, 1000), (3, M, 512), true, true, false),
+    case((8, 17, 9), (4, 5, 256), true, false, true),
+    case((3, 7, 1), (5, M, 256), true, true, true),
+    case((16, 300, 7), (2, 100, 256), true, true, true),
+    case((4, 64, 3136), (4, M, 1024), true, true, true),
+    case((2, 6, 30), (2, 4, 256), false, true, true),
+    case((1, 64, 196), (1, M, 256), false, true, false),
+    case((5, 33, 100), (3, M, 256), false, true, true),
+];
+
+/// Pushes a device pointer, or a null pointer when absent.
+fn push<'a, T>(b: &mut LaunchArgs<'a>, p: Option<&'a CudaSlice<T>>, null: &'a u64) {
+    match p {
+        Some(p) => b.arg(p),
+        None => b.arg(null),
+    };
+}
+
+fn push_mut<'a, T>(b: &mut LaunchArgs<'a>, p: Option<&'a mut CudaSlice<T>>, null: &'a u64) {
+    match p {
+        Some(p) => b.arg(p),
+        None => b.arg(null),
+    };
+}
+
+/// What the CPU twin gives for one case.
+struct Want {
+    mean: Vec<f32>,
+    rstd: Vec<f32>,
+    running_mean: Vec<f32>,
+    running_var: Vec<f32>,
+    y: Vec<f32>,
+    dx: Vec<f32>,
+    dweight: Option<Vec<f32>>,
+    dbias: Option<Vec<f32>>,
+    /// Σ g / M and Σ g·x̂ / M per channel (f64 here).
+    m1: Vec<f32>,
+    m2: Vec<f32>,
+}
+
+/// Mirrors Tensor::batch_norm (src/ops/norm.rs) and cpu::norm::batch_norm_backward on the
+/// rounded inputs, running stats `rm`, `rv` as the GPU holds them (in T).
+fn reference(
+    c: &Case,
+    x: &[f32],
+    dy: &[f32],
+    w: Option<&[f32]>,
+    b: Option<&[f32]>,
+    rm: &[f32],
+    rv: &[f32],
+) -> Want {
+    let (batch, channels, spatial) = (c.batch, c.channels, c.spatial);
+    let count = batch * spatial;
+    let (mean, rstd, running_mean, running_var) = if c.training {
+        let (mean, var) = cpu::channel_moments(x, batch, channels, spatial);
+        let corr = count as f64 / (count - 1) as f64;
+        let upd = |s: &[f32], v: &[f64], k: f64| -> Vec<f32> {
+            s.iter()
+                .zip(v)
+                .map(|(&s, &v)| ((1.0 - MOMENTUM) * s as f64 + MOMENTUM * k * v) as f32)
+                .collect()
+        };
+        let (nrm, nrv) = if c.running {
+            (upd(rm, &mean, 1.0), upd(rv, &var, corr))
+        } else {
+            (rm.to_vec(), rv.to_vec())
+        };
+        (
+            mean.iter().map(|&m| m as f32).collect::<Vec<_>>(),
+            var.iter()
+                .map(|&v| (1.0 / (v + EPS).sqrt()) as f32)
+                .collect::<Vec<_>>(),
+            nrm,
+            nrv,
+        )
+    } else {
+        let rstd = rv
+            .iter()
+            .map(|&v| (1.0 / (v as f64 + EPS).sqrt()) as f32)
+            .collect();
+        (rm.to_vec(), rstd, rm.to_vec(), rv.to_vec())
+    };
+    let affine = Affine { weight: w, bias: b };
+    let y = cpu::channel_normalize(x, channels, spatial, &mean, &rstd, affine);
+    let needs = Needs {
+        x: true,
+        weight: c.affine,
+        bias: c.affine,
+    };
+    let grads = cpu::batch_norm_backward(
+        x, dy, batch, channels, spatial, &mean, &rstd, affine, c.training, needs,
+    );
+    let (mut m1, mut m2) = (vec![0f32; channels], vec![0f32; channels]);
+    for ch in 0..channels {
+        let (mut sg, mut sgx) = (0f64, 0f64);
+        for bi in 0..batch {
+            let at = (bi * channels + ch) * spatial;
+            for e in at..at + spatial {
+                let h = (x[e] as f64 - mean[ch] as f64) * rstd[ch] as f64;
+                sg += dy[e] as f64;
+                sgx += dy[e] as f64 * h;
+            }
+        }
+        m1[ch] = (sg / count as f64) as f32;
+        m2[ch] = (sgx / count as f64) as f32;
+    }
+    Want {
+        mean,
+        rstd,
+        running_mean,
+        running_var,
+        y,
+        dx: grads.dx.unwrap(),
+        dweight: grads.dweight,
+        dbias: grads.dbias,
+        m1,
+        m2,
+    }
+}
+
+#[test]
+fn batch_norm_forward_and_backward_match_cpu() {
+    for (ci, c) in CASES.iter().enumerate() {
+        for dt in DTYPES {
+            let (batch, channels, spatial) = (c.batch, c.channels, c.spatial);
+            let len = batch * channels * spatial;
+            let count = batch * spatial;
+            let seed = 900 + ci as u64;
+            let x = uniform_as(seed, len, -1.0, 3.0, dt);
+            let dy = uniform_as(seed + 1, len, -1.0, 1.0, dt);
+            let w = c
+                .affine
+                .then(|| uniform_as(seed + 2, channels, 0.5, 1.5, dt));
+            let b = c
+                .affine
+                .then(|| uniform_as(seed + 3, channels, -0.5, 0.5, dt));
+            // Running stats live in T on the GPU (the contract), so the reference starts
+            // from the rounded values too.
+            let rm = uniform_as(seed + 4, channels, 0.0, 2.0, dt);
+            let rv = uniform_as(seed + 5, channels, 0.5, 2.0, dt);
+            let want = reference(c, &x, &dy, w.as_deref(), b.as_deref(), &rm, &rv);
+            assert_eq!(want.dx.len(), len);
+            let Some(g) = gpu() else { continue };
+
+            let s = suffix(dt).unwrap();
+            let null = 0u64;
+            let (bb, cc, ss, splits) = (
+                batch as i64,
+                channels as i64,
+                spatial as i64,
+                c.splits as i32,
+            );
+            let (eps, momentum) = (EPS, MOMENTUM);
+            let xd = g.upload_as(&x, dt).unwrap();
+            let dyd = g.upload_as(&dy, dt).unwrap();
+            let wd = w.as_ref().map(|v| g.upload_as(v, dt).unwrap());
+            let bd = b.as_ref().map(|v| g.upload_as(v, dt).unwrap());
+            let wp = || wd.as_ref().map(|d| &d.bytes);
+            let mut rmd = g.upload_as(&rm, dt).unwrap();
+            let mut rvd = g.upload_as(&rv, dt).unwrap();
+            let mut yd = g.poisoned_as(len, dt).unwrap();
+            let mut dxd = g.poisoned_as(len, dt).unwrap();
+            let mut dwd = g.poisoned_as(channels, dt).unwrap();
+            let mut dbd = g.poisoned_as(channels, dt).unwrap();
+            let mut partial = g.poisoned::<f32>(2 * channels * c.splits as usize).unwrap();
+            let mut mean = g.poisoned::<f32>(channels).unwrap();
+            let mut rstd = g.poisoned::<f32>(channels).unwrap();
+            let mut m1 = g.poisoned::<f32>(channels).unwrap();
+            let mut m2 = g.poisoned::<f32>(channels).unwrap();
+            let chan_grid = LaunchConfig {
+                grid_dim: ((channels as u32).min(c.cap), c.splits, 1),
+                block_dim: (c.block, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            let per_channel = grid((channels as u32).div_ceil(256), 256, 0);
+            let bx = ((spatial as u32).div_ceil(32) * 32).min(256);
+            let by = (256 / bx).max(1);
+            let rows_cfg = LaunchConfig {
+                grid_dim: (((batch * channels) as u32).div_ceil(by).min(c.cap), 1, 1),
+                block_dim: (bx, by, 1),
+                shared_mem_bytes: 0,
+            };
+
+            // Statistics.
+            if c.training {
+                let f = g
+                    .function("batch_norm", &format!("batch_norm_stats_{s}"))
+                    .unwrap();
+                let mut lb = g.stream().launch_builder(&f);
+                lb.arg(&bb)
+                    .arg(&cc)
+                    .arg(&ss)
+                    .arg(&xd.bytes)
+                    .arg(&mut partial);
+                unsafe { lb.launch(chan_grid) }.unwrap();
+                let f = g
+                    .function("batch_norm", &format!("batch_norm_stats_finish_{s}"))
+                    .unwrap();
+                let mut lb = g.stream().launch_builder(&f);
+                lb.arg(&bb)
+                    .arg(&cc)
+                    .arg(&ss)
+                    .arg(&splits)
+                    .arg(&eps)
+                    .arg(&momentum);
+                lb.arg(&partial).arg(&mut mean).arg(&mut rstd);
+                push_mut(&mut lb, c.running.then_some(&mut rmd.bytes), &null);
+                push_mut(&mut lb, c.running.then_some(&mut rvd.bytes), &null);
+                unsafe { lb.launch(per_channel) }.unwrap();
+            } else {
+                let f = g
+                    .function("batch_norm", &format!("batch_norm_eval_stats_{s}"))
+                    .unwrap();
+                let mut lb = g.stream().launch_builder(&f);
+                lb.arg(&cc).arg(&eps).arg(&rmd.bytes).arg(&rvd.bytes);
+                lb.arg(&mut mean).arg(&mut rstd);
+                unsafe { lb.launch(per_channel) }.unwrap();
+            }
+            let f = g
+                .function("batch_norm", &format!("batch_norm_apply_{s}"))
+                .unwrap();
+            let mut lb = g.stream().launch_builder(&f);
+            lb.arg(&bb)
+                .arg(&cc)
+                .arg(&ss)
+                .arg(&xd.bytes)
+                .arg(&mean)
+                .arg(&rstd);
+            push(&mut lb, wp(), &null);
+            push(&mut lb, bd.as_ref().map(|d| &d.bytes), &null);
+            lb.arg(&mut yd.bytes);
+            unsafe { lb.launch(rows_cfg) }.unwrap();
+
+            // Backward: sums + finish when need_sums = dweight || dbias || (dx && training).
+            let need_sums = c.affine || c.training;
+            if need_sums {
+                let f = g
+                    .function("batch_norm", &format!("batch_norm_backward_sums_{s}"))
+                    .unwrap();
+                let mut lb = g.stream().launch_builder(&f);
+                lb.arg(&bb).arg(&cc).arg(&ss).arg(&xd.bytes).arg(&dyd.bytes);
+                lb.arg(&mean).arg(&rstd).arg(&mut partial);
+                unsafe { lb.launch(chan_grid) }.unwrap();
+                let f = g
+                    .function("batch_norm", &format!("batch_norm_backward_finish_{s}"))
+                    .unwrap();
+                let mut lb = g.stream().launch_builder(&f);
+                lb.arg(&bb).arg(&cc).arg(&ss).arg(&splits).arg(&partial);
+                push_mut(&mut lb, c.affine.then_some(&mut dwd.bytes), &null);
+                push_mut(&mut lb, c.affine.then_some(&mut dbd.bytes), &null);
+                push_mut(&mut lb, c.training.then_some(&mut m1), &null);
+                push_mut(&mut lb, c.training.then_some(&mut m2), &null);
+                unsafe { lb.launch(per_channel) }.unwrap();
+            }
+            let f = g
+                .function("batch_norm", &format!("batch_norm_backward_dx_{s}"))
+                .unwrap();
+            let mut lb = g.stream().launch_builder(&f);
+            lb.arg(&bb).arg(&cc).arg(&ss).arg(&xd.bytes).arg(&dyd.bytes);
+            push(&mut lb, wp(), &null);
+            lb.arg(&mean).arg(&rstd);
+            push(&mut lb, c.training.then_some(&m1), &null);
+            push(&mut lb, c.training.then_some(&m2), &null);
+            lb.arg(&mut dxd.bytes);
+            unsafe { lb.launch(rows_cfg) }.unwrap();
+
+            let got_mean = g.download(&mean).unwrap();
+            let got_rstd = g.download(&rstd).unwrap();
+            let got_rm = g.download_f32(&rmd).unwrap();
+            let got_rv = g.download_f32(&rvd).unwrap();
+            let got_y = g.download_f32(&yd).unwrap();
+            let got_dx = g.download_f32(&dxd).unwrap();
+            let stats = if c.training {
+                "batch_norm_stats_finish"
+            } else {
+                "batch_norm_eval_stats"
+            };
+            // f32 slice sums vs the CPU's f64 over M elements (eval: exact copies / f64 rstd).
+            let stat_tol = 1e-6 * (count as f64).sqrt();
+            check(
+                &format!("{stats} mean"),
+                dt,
+                &got_mean,
+                &want.mean,
+                stat_tol,
+                2e-5,
+            );
+            check(
+                &format!("{stats} rstd"),
+                dt,
+                &got_rstd,
+                &want.rstd,
+                0.0,
+                2e-5 + stat_tol,
+            );
+            // Running stats: the f64 update rounded to T (unchanged when not given / eval).
+            let rt = rtol(dt).max(2e-5 + stat_tol);
+            check(
+                &format!("{stats} running_mean"),
+                dt,
+                &got_rm,
+                &want.running_mean,
+                stat_tol,
+                rt,
+            );
+            check(
+                &format!("{stats} running_var"),
+                dt,
+                &got_rv,
+                &want.running_var,
+                stat_tol,
+                rt,
+            );
+            check(
+                "batch_norm_apply",
+                dt,
+                &got_y,
+                &want.y,
+                2e-5 + stat_tol,
+                rtol(dt),
+            );
+            let rs_max = want.rstd.iter().fold(0f32, |a, &v| a.max(v)) as f64;
+            let dx_tol = (2e-5 + stat_tol) * rs_max * 1.5;
+            check(
+                "batch_norm_backward_dx",
+                dt,
+                &got_dx,
+                &want.dx,
+                dx_tol,
+                rtol(dt),
+            );
+            // Channel sums over M terms of size <= ~3.
+            let sum_tol = 3e-6 * count as f64;
+            if c.training {
+                let got_m1 = g.download(&m1).unwrap();
+                let got_m2 = g.download(&m2).unwrap();
+                let mt = sum_tol / count as f64;
+                check(
+                    "batch_norm_backward_finish m1",
+                    dt,
+                    &got_m1,
+                    &want.m1,
+                    mt,
+                    1e-4,
+                );
+                check(
+                    "batch_norm_backward_finish m2",
+                    dt,
+                    &got_m2,
+                    &want.m2,
+                    mt,
+                    1e-4,
+                );
+            }
+            match (want.dweight, want.dbias) {
+                (Some(want_dw), Some(want_db)) => {
+                    let got_dw = g.download_f32(&dwd).unwrap();
+                    let got_db = g.download_f32(&dbd).unwrap();
+                    check(
+                        "batch_norm_backward_finish dweight",
+                        dt,
+                        &got_dw,
+                        &want_dw,
+                        sum_tol,
+                        rtol(dt),
+                    );
+                    check(
+                        "batch_norm_backward_finish dbias",
+                        dt,
+                        &got_db,
+                        &want_db,
+                        sum_tol,
+                        rtol(dt),
+                    );
+                }
+                _ => {
+                    // Null outputs: the buffers must be untouched (still all 0xff bytes).
+                    for (what, buf) in [("dweight", &dwd), ("dbias", &dbd)] {
+                        let raw = g.download(&buf.bytes).unwrap();
+                        let name = format!("batch_norm_backward_finish {what} untouched {s}");
+                        check_exact(&name, &raw, &vec![0xffu8; raw.len()]);
+                    }
+                }
+            }
+        }
+    }
+}
