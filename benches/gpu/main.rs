@@ -12,6 +12,7 @@
 mod attention;
 mod common;
 mod conv;
+mod gemm;
 mod infonce;
 
 use common::{Limits, Row, TorchRef};
@@ -38,6 +39,9 @@ fn main() {
     let mut rows: Vec<Row> = Vec::new();
     let only = std::env::args().skip(1).find(|a| !a.starts_with('-'));
     let wants = |name: &str| only.as_deref().is_none_or(|o| name.contains(o));
+    if wants("gemm") {
+        rows.extend(gemm::run(&g, &torch, &limits));
+    }
     if wants("attention") {
         rows.extend(attention::run(&g, &torch, &limits));
     }

@@ -3,3 +3,5 @@
 //! Ops (in `crate::ops`) dispatch on the tensor's device to the backend's kernel.
 
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;

@@ -5,12 +5,13 @@ use super::allocator::CachingAllocator;
 use super::modules::{driver_error, Modules};
 use crate::error::{Error, Result};
 use crate::tensor::DType;
+use cudarc::cublas::CudaBlas;
 use cudarc::driver::{
     sys, CudaContext, CudaFunction, CudaSlice, CudaStream, DeviceRepr, ValidAsZeroBits,
 };
 use half::{bf16, f16};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// One CUDA device opened for work: its primary context, one stream, and the lazily loaded
 /// kernel modules.
@@ -19,6 +20,8 @@ pub struct Gpu {
     stream: Arc<CudaStream>,
     modules: Modules,
     allocator: CachingAllocator,
+    /// cuBLAS, created at first use (Err: why it could not be loaded).
+    blas: OnceLock<std::result::Result<CudaBlas, String>>,
 }
 
 /// A device buffer of `len` elements of a floating dtype (f32, bf16 or f16), held as bytes so
@@ -27,6 +30,64 @@ pub struct DevBuf {
     pub bytes: CudaSlice<u8>,
     pub dtype: DType,
     pub len: usize,
+}
+
+/// A typed device address as the launch functions of `backend::cuda` take it: `len` elements of
+/// `dtype` from `addr` (0 = a null pointer, for the kernels' optional arguments). It borrows
+/// nothing: the buffer it came from must outlive the work queued with it, which stream order
+/// gives when the buffer is dropped after the launch (drops free in stream order).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ptr {
+    pub addr: u64,
+    pub dtype: DType,
+    pub len: usize,
+}
+
+impl Ptr {
+    /// The null pointer (an absent optional argument).
+    pub fn null(dtype: DType) -> Ptr {
+        Ptr {
+            addr: 0,
+            dtype,
+            len: 0,
+        }
+    }
+
+    pub fn is_null(&self) -> bool {
+        self.addr == 0
+    }
+
+    /// `self` advanced by `offset` elements (error when past the end).
+    pub fn offset(self, offset: usize) -> Result<Ptr> {
+        if offset > self.len {
+            return Err(Error::msg(format!(
+                "device pointer offset {offset} past its {} elements",
+                self.len
+            )));
+        }
+        Ok(Ptr {
+            addr: self.addr + (offset * self.dtype.size_in_bytes()) as u64,
+            dtype: self.dtype,
+            len: self.len - offset,
+        })
+    }
+}
+
+/// The device address of a slice (cudarc's event tracking is off: one stream).
+pub fn address<T>(slice: &CudaSlice<T>, stream: &Arc<CudaStream>) -> u64 {
+    let (addr, _sync) = cudarc::driver::DevicePtr::device_ptr(slice, stream);
+    addr
+}
+
+impl DevBuf {
+    /// The whole buffer as a launch argument.
+    pub fn ptr(&self) -> Ptr {
+        Ptr {
+            addr: address(&self.bytes, self.bytes.stream()),
+            dtype: self.dtype,
+            len: self.len,
+        }
+    }
 }
 
 impl Gpu {
@@ -47,6 +108,7 @@ impl Gpu {
             stream,
             modules,
             allocator,
+            blas: OnceLock::new(),
         })
     }
 
@@ -74,9 +136,69 @@ impl Gpu {
             .unwrap_or_else(|_| "unknown GPU".to_string())
     }
 
+    /// The stream's cuBLAS handle, created at first use; a missing or unloadable library is an
+    /// error saying what to install (cudarc panics on it; that panic is caught here).
+    pub fn blas(&self) -> Result<&CudaBlas> {
+        let made = self
+            .blas
+            .get_or_init(|| match quietly(|| CudaBlas::new(self.stream.clone())) {
+                Ok(Ok(b)) => Ok(b),
+                Ok(Err(e)) => Err(format!("cublasCreate failed: {e}")),
+                Err(p) => Err(format!("cuBLAS could not be loaded ({p})")),
+            });
+        made.as_ref().map_err(|e| {
+            Error::msg(format!(
+                "{e}; matrix multiplies on the GPU need cuBLAS 12 (see `medsyn doctor`)"
+            ))
+        })
+    }
+
     /// Entry point `kernel` of `kernels/{module}.cu`.
     pub fn function(&self, module: &str, kernel: &str) -> Result<CudaFunction> {
         self.modules.function(module, kernel)
+    }
+
+    /// Entry point `kernel` of `kernels/{module}.cu`, ready to launch with `smem_bytes` of dynamic
+    /// shared memory: above the default 48 KiB, the function's limit is raised to the device's
+    /// opt-in maximum (always that value, so that concurrent callers never lower it for each
+    /// other); a request above the maximum is an error naming the kernel.
+    pub fn function_with_smem(
+        &self,
+        module: &str,
+        kernel: &str,
+        smem_bytes: usize,
+    ) -> Result<CudaFunction> {
+        use sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN as OPTIN;
+        use sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES as MAX_DYN;
+        let f = self.function(module, kernel)?;
+        if smem_bytes <= 48 * 1024 {
+            return Ok(f);
+        }
+        let optin = self
+            .ctx
+            .attribute(OPTIN)
+            .map_err(|e| driver_error(e, "reading the shared-memory limit"))?
+            as usize;
+        let static_smem = f.shared_size_bytes().unwrap_or(0) as usize;
+        let max = optin.saturating_sub(static_smem);
+        if smem_bytes > max {
+            return Err(Error::msg(format!(
+                "kernel {kernel} needs {smem_bytes} bytes of shared memory; this GPU allows {max}"
+            )));
+        }
+        f.set_attribute(MAX_DYN, max as i32)
+            .map_err(|e| driver_error(e, &format!("raising {kernel}'s shared-memory limit")))?;
+        Ok(f)
+    }
+
+    /// A slice of any element type as a launch argument of `dtype` (e.g. i64 ids as
+    /// `DType::I64`, u32 indices as `DType::I32`).
+    pub fn ptr_of<T>(&self, slice: &CudaSlice<T>, dtype: DType) -> Ptr {
+        Ptr {
+            addr: address(slice, &self.stream),
+            dtype,
+            len: slice.len() * std::mem::size_of::<T>() / dtype.size_in_bytes().max(1),
+        }
     }
 
     /// Copies `host` to a new device buffer.

@@ -1,10 +1,12 @@
-//! kernels/adamw.cu vs src/optim/ (AdamW with fp32 masters, LossScaler): several steps with
-//! and without loss scaling, an overflowing step (skipped, scale backed off), growth after
-//! growth_interval clean steps, the loss × scale kernel and the scale update on its own.
+//! backend::cuda::adamw (kernels/adamw.cu) vs src/optim/ (AdamW with fp32 masters,
+//! LossScaler): several steps with and without loss scaling, an overflowing step (skipped, scale
+//! backed off), growth after growth_interval clean steps, the loss × scale kernel and the scale
+//! update on its own.
 
 use crate::support::*;
 use cudarc::driver::CudaSlice;
-use medsyn::cuda::gpu::{round_to, suffix};
+use medsyn::backend::cuda::adamw::{self as gpu_adamw, AdamwScalars, HYPER_BYTES};
+use medsyn::cuda::gpu::{round_to, suffix, Ptr};
 use medsyn::cuda::{DevBuf, Gpu};
 use medsyn::optim::{AdamW, AdamWConfig, LossScaler, LossScalerConfig};
 use medsyn::tensor::DType;
@@ -67,14 +69,13 @@ struct DevParam {
     v: CudaSlice<f32>,
 }
 
-fn null() -> u64 {
-    0
-}
-
-/// 1-D grid-stride launch per the contract: block 256, grid ceil(n/256).
-fn launch_1d(n: usize) -> LaunchConfig {
-    grid((n as u32).div_ceil(256).max(1), 256, 0)
-}
+const SCALARS: AdamwScalars = AdamwScalars {
+    lr: LR,
+    beta1: BETAS.0,
+    beta2: BETAS.1,
+    eps: EPS,
+    weight_decay: WD,
+};
 
 /// Compares f32 arrays: bit for bit when `exact`, else within a few ulp. On failure records
 /// `name` as failed and panics with `what`.
@@ -218,7 +219,7 @@ fn run_adamw(g: &Gpu, dt: DType, scaled: bool) {
     let (params, mut opt, mut scaler) = cpu_setup(dt);
 
     // Device state (the contract's list).
-    let mut dev: Vec<DevParam> = params
+    let dev: Vec<DevParam> = params
         .iter()
         .map(|p| {
             let v = p.to_vec_f32();
@@ -232,19 +233,19 @@ fn run_adamw(g: &Gpu, dt: DType, scaled: bool) {
         })
         .collect();
     let np = dev.len();
-    let mut steps = g.zeros::<i64>(np).unwrap();
-    let mut hyper = g.zeros::<u8>(32 * np).unwrap();
-    let mut found_inf = g.zeros::<i32>(1).unwrap();
-    let mut scale = g.upload(&[INIT_SCALE]).unwrap();
-    let mut tracker = g.zeros::<i64>(1).unwrap();
-    let mut inv_scale = g.upload(&[(1.0 / INIT_SCALE) as f32]).unwrap();
-
-    let f_check = g
-        .function("adamw", &format!("grad_unscale_check_{sfx}"))
-        .unwrap();
-    let f_hyper = g.function("adamw", "adamw_hyper").unwrap();
-    let f_step = g.function("adamw", &format!("adamw_step_{sfx}")).unwrap();
-    let f_update = g.function("adamw", "loss_scale_update").unwrap();
+    let steps = g.zeros::<i64>(np).unwrap();
+    let hyper = g.zeros::<u8>(HYPER_BYTES * np).unwrap();
+    let found_inf = g.zeros::<i32>(1).unwrap();
+    let scale = g.upload(&[INIT_SCALE]).unwrap();
+    let tracker = g.zeros::<i64>(1).unwrap();
+    let inv_scale = g.upload(&[(1.0 / INIT_SCALE) as f32]).unwrap();
+    let steps_p = g.ptr_of(&steps, DType::I64);
+    let hyper_p = g.ptr_of(&hyper, DType::U8);
+    let found_p = g.ptr_of(&found_inf, DType::I32);
+    let scale_p = g.ptr_of(&scale, DType::F64);
+    let tracker_p = g.ptr_of(&tracker, DType::I64);
+    let inv_p = g.ptr_of(&inv_scale, DType::F32);
+    let nil32 = Ptr::null(DType::F32);
     let tag = if scaled { "" } else { "/no_scaler" };
     let mut err = 0.0f64;
     let (mut found_got, mut found_want) = (Vec::new(), Vec::new());
@@ -258,62 +259,33 @@ fn run_adamw(g: &Gpu, dt: DType, scaled: bool) {
         let overflow = cpu_step(&params, &mut opt, &mut scaler, &grads, dt, scaled);
 
         // GPU: check/unscale, hyper, step, scale update.
-        let mut gbufs: Vec<DevBuf> = grads
+        let gbufs: Vec<DevBuf> = grads
             .iter()
             .map(|gv| g.upload_as(gv, dt).unwrap())
             .collect();
-        let nil = null();
         if scaled {
-            for (j, gb) in gbufs.iter_mut().enumerate() {
-                let n = gb.len as i64;
-                let mut b = g.stream().launch_builder(&f_check);
-                b.arg(&n).arg(&mut gb.bytes);
+            for (j, gb) in gbufs.iter().enumerate() {
                 // Parameter 1 is only checked here and unscaled inside adamw_step.
-                if j == 1 {
-                    b.arg(&nil);
-                } else {
-                    b.arg(&inv_scale);
-                }
-                b.arg(&mut found_inf);
-                unsafe { b.launch(launch_1d(gb.len)) }.unwrap();
+                let inv = if j == 1 { nil32 } else { inv_p };
+                gpu_adamw::grad_unscale_check(g, gb.ptr(), inv, found_p, gb.len).unwrap();
             }
             found_got.push(g.download(&found_inf).unwrap()[0]);
             found_want.push(overflow as i32);
         }
-        let (lr, b1, b2, eps, wd) = (LR, BETAS.0, BETAS.1, EPS, WD);
-        let npi = np as i32;
-        let mut b = g.stream().launch_builder(&f_hyper);
-        b.arg(&npi);
-        if scaled {
-            b.arg(&found_inf);
+        let flag = if scaled {
+            found_p
         } else {
-            b.arg(&nil);
-        }
-        b.arg(&mut steps)
-            .arg(&lr)
-            .arg(&b1)
-            .arg(&b2)
-            .arg(&eps)
-            .arg(&wd)
-            .arg(&mut hyper);
-        unsafe { b.launch(grid(1, 256, 0)) }.unwrap();
+            Ptr::null(DType::I32)
+        };
+        gpu_adamw::adamw_hyper(g, flag, steps_p, hyper_p, np, &SCALARS).unwrap();
 
-        for (j, (d, gb)) in dev.iter_mut().zip(&gbufs).enumerate() {
-            let n = d.n as i64;
-            let h = hyper.slice(32 * j..32 * (j + 1));
-            let mut b = g.stream().launch_builder(&f_step);
-            b.arg(&n).arg(&h).arg(&mut d.master);
-            match d.param.as_mut() {
-                Some(p) => b.arg(&mut p.bytes),
-                None => b.arg(&nil),
-            };
-            b.arg(&gb.bytes).arg(&mut d.m).arg(&mut d.v);
-            if scaled && j == 1 {
-                b.arg(&inv_scale);
-            } else {
-                b.arg(&nil);
-            }
-            unsafe { b.launch(launch_1d(d.n)) }.unwrap();
+        for (j, (d, gb)) in dev.iter().zip(&gbufs).enumerate() {
+            let h = hyper_p.offset(HYPER_BYTES * j).unwrap();
+            let master = g.ptr_of(&d.master, DType::F32);
+            let param = d.param.as_ref().map_or(Ptr::null(dt), |p| p.ptr());
+            let (m, v) = (g.ptr_of(&d.m, DType::F32), g.ptr_of(&d.v, DType::F32));
+            let inv = if scaled && j == 1 { inv_p } else { nil32 };
+            gpu_adamw::adamw_step(g, h, master, param, gb.ptr(), m, v, inv, d.n).unwrap();
         }
 
         // The hyper scalars and step counts against the CPU's.
@@ -329,7 +301,7 @@ fn run_adamw(g: &Gpu, dt: DType, scaled: bool) {
                 .clone()
         };
         for j in 0..np {
-            let h = parse_hyper(&hb[32 * j..32 * (j + 1)]);
+            let h = parse_hyper(&hb[HYPER_BYTES * j..HYPER_BYTES * (j + 1)]);
             let cpu_step = get(format!("state.{j}.step")).to_vec_i64()[0];
             sched_got.push(gsteps[j]);
             sched_want.push(cpu_step);
@@ -391,20 +363,9 @@ fn run_adamw(g: &Gpu, dt: DType, scaled: bool) {
         }
 
         if scaled {
-            let (gf, bf) = (GROWTH, BACKOFF);
-            let interval = INTERVAL as i64;
-            unsafe {
-                g.stream()
-                    .launch_builder(&f_update)
-                    .arg(&mut found_inf)
-                    .arg(&mut scale)
-                    .arg(&mut tracker)
-                    .arg(&mut inv_scale)
-                    .arg(&gf)
-                    .arg(&bf)
-                    .arg(&interval)
-                    .launch(grid(1, 1, 0))
-            }
+            gpu_adamw::loss_scale_update(
+                g, found_p, scale_p, tracker_p, inv_p, GROWTH, BACKOFF, INTERVAL,
+            )
             .unwrap();
             let sc = g.download(&scale).unwrap()[0];
             let tr = g.download(&tracker).unwrap()[0];
@@ -472,11 +433,7 @@ fn scale_by_device_matches_loss_scaler_scale() {
     let Some(g) = gpu() else { return };
     let n = 10_007;
     for dt in DTYPES {
-        let sfx = suffix(dt).unwrap();
         let x = uniform_as(1100, n, -3.0, 3.0, dt);
-        let f = g
-            .function("adamw", &format!("scale_by_device_{sfx}"))
-            .unwrap();
         // Powers of two, a scale f32 cannot hold exactly, one that overflows f16 and f32.
         for s in [65536.0, 0.5, 1e4 / 3.0, 3.0e38] {
             let scaler = LossScaler::new(LossScalerConfig {
@@ -487,18 +444,9 @@ fn scale_by_device_matches_loss_scaler_scale() {
             let want = scaler.scale(&xt).unwrap().to_vec_f32();
             let xd = g.upload_as(&x, dt).unwrap();
             let sd = g.upload(&[s]).unwrap();
-            let mut yd = g.poisoned_as(n, dt).unwrap();
-            let nn = n as i64;
-            unsafe {
-                g.stream()
-                    .launch_builder(&f)
-                    .arg(&nn)
-                    .arg(&xd.bytes)
-                    .arg(&sd)
-                    .arg(&mut yd.bytes)
-                    .launch(launch_1d(n))
-            }
-            .unwrap();
+            let yd = g.poisoned_as(n, dt).unwrap();
+            let sp = g.ptr_of(&sd, DType::F64);
+            gpu_adamw::scale_by_device(g, xd.ptr(), sp, yd.ptr(), n).unwrap();
             let y = g.download_f32(&yd).unwrap();
             check("scale_by_device", dt, &y, &want, 0.0, 0.0);
         }
@@ -510,7 +458,6 @@ fn scale_by_device_matches_loss_scaler_scale() {
 #[test]
 fn loss_scale_update_matches_loss_scaler() {
     let Some(g) = gpu() else { return };
-    let f = g.function("adamw", "loss_scale_update").unwrap();
     for (init, interval) in [(65536.0, 2u64), (f64::MAX / 1.5, 1)] {
         let mut cpu = LossScaler::new(LossScalerConfig {
             init_scale: init,
@@ -519,25 +466,19 @@ fn loss_scale_update_matches_loss_scaler() {
             growth_interval: interval,
             enabled: true,
         });
-        let mut scale = g.upload(&[init]).unwrap();
-        let mut tracker = g.zeros::<i64>(1).unwrap();
-        let mut inv = g.upload(&[(1.0 / init) as f32]).unwrap();
+        let scale = g.upload(&[init]).unwrap();
+        let tracker = g.zeros::<i64>(1).unwrap();
+        let inv = g.upload(&[(1.0 / init) as f32]).unwrap();
+        let scale_p = g.ptr_of(&scale, DType::F64);
+        let tracker_p = g.ptr_of(&tracker, DType::I64);
+        let inv_p = g.ptr_of(&inv, DType::F32);
         let (mut got, mut want) = (Vec::new(), Vec::new());
         for flag in [0, 0, 0, 1, 0, 1, 1, 0, 0, 0, 0] {
-            let mut found = g.upload(&[flag]).unwrap();
-            let (gf, bf, gi) = (GROWTH, BACKOFF, interval as i64);
-            unsafe {
-                g.stream()
-                    .launch_builder(&f)
-                    .arg(&mut found)
-                    .arg(&mut scale)
-                    .arg(&mut tracker)
-                    .arg(&mut inv)
-                    .arg(&gf)
-                    .arg(&bf)
-                    .arg(&gi)
-                    .launch(grid(1, 1, 0))
-            }
+            let found = g.upload::<i32>(&[flag]).unwrap();
+            let found_p = g.ptr_of(&found, DType::I32);
+            gpu_adamw::loss_scale_update(
+                g, found_p, scale_p, tracker_p, inv_p, GROWTH, BACKOFF, interval,
+            )
             .unwrap();
             cpu.update(flag != 0);
             got.extend([
@@ -555,4 +496,40 @@ fn loss_scale_update_matches_loss_scaler() {
         }
         check_exact("loss_scale_update", &got, &want);
     }
+}
+
+#[test]
+fn adamw_refuses_short_buffers_wrong_dtypes_and_misplaced_params() {
+    let Some(g) = gpu() else { return };
+    let hyper = g.zeros::<u8>(HYPER_BYTES).unwrap();
+    let hyper_p = g.ptr_of(&hyper, DType::U8);
+    let steps = g.zeros::<i64>(2).unwrap();
+    let nil = Ptr::null(DType::I32);
+    // Two parameters need two hyper records.
+    let err = gpu_adamw::adamw_hyper(g, nil, g.ptr_of(&steps, DType::I64), hyper_p, 2, &SCALARS)
+        .unwrap_err();
+    assert!(err.to_string().contains("hyper holds 32 elements"), "{err}");
+    let err = gpu_adamw::adamw_hyper(g, nil, g.ptr_of(&steps, DType::I32), hyper_p, 1, &SCALARS)
+        .unwrap_err();
+    assert!(err.to_string().contains("expected I64"), "{err}");
+    let f = g.zeros::<f32>(10).unwrap();
+    let fp = g.ptr_of(&f, DType::F32);
+    let short = g.zeros::<f32>(9).unwrap();
+    let sp = g.ptr_of(&short, DType::F32);
+    let grad = g.upload_as(&[0.0; 10], DType::F32).unwrap();
+    let nil32 = Ptr::null(DType::F32);
+    let err =
+        gpu_adamw::adamw_step(g, hyper_p, fp, nil32, grad.ptr(), fp, sp, nil32, 10).unwrap_err();
+    assert!(err.to_string().contains("v holds 9 elements"), "{err}");
+    // An f32 parameter lives in `master`; a half one needs its model copy.
+    let err = gpu_adamw::adamw_step(g, hyper_p, fp, fp, grad.ptr(), fp, fp, nil32, 10).unwrap_err();
+    assert!(err.to_string().contains("must be null"), "{err}");
+    let gh = g.upload_as(&[0.0; 10], DType::BF16).unwrap();
+    let nilh = Ptr::null(DType::BF16);
+    let err = gpu_adamw::adamw_step(g, hyper_p, fp, nilh, gh.ptr(), fp, fp, nil32, 10).unwrap_err();
+    assert!(err.to_string().contains("param is a null pointer"), "{err}");
+    let scale = g.upload(&[1.0f32]).unwrap();
+    let err = gpu_adamw::scale_by_device(g, grad.ptr(), g.ptr_of(&scale, DType::F32), fp, 10)
+        .unwrap_err();
+    assert!(err.to_string().contains("expected F64"), "{err}");
 }

@@ -2,20 +2,15 @@
 //! src/backend/cpu/attention.rs (attention_forward / attention_backward).
 
 use crate::support::*;
-use cudarc::driver::sys::CUfunction_attribute_enum;
-use cudarc::driver::{CudaFunction, CudaSlice};
+use cudarc::driver::CudaSlice;
 use medsyn::backend::cpu::attention::{
     attention_backward, attention_forward, AttnDims, AttnNeeds, Masks, Strided4,
 };
-use medsyn::cuda::gpu::{round_to, suffix};
+use medsyn::backend::cuda::attention::{self as gpu_attn, AttnGrads, AttnShape, KeyKeep, View};
+use medsyn::cuda::gpu::round_to;
 use medsyn::cuda::{DevBuf, Gpu};
 use medsyn::tensor::DType;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-
-/// Query rows per forward block (64·MT with MT = 2 for every head width).
-const FWD_ROWS: usize = 128;
-/// Keys per backward block.
-const BWD_KEYS: usize = 64;
 
 /// Where element (b, h, l, d) of a [B, H, L, D] operand lives.
 #[derive(Clone, Copy, Debug)]
@@ -30,13 +25,12 @@ enum Layout {
 
 impl Layout {
     /// Element strides (sb, sh, sl, sd) for sizes h, l, d.
-    fn strides(self, h: usize, l: usize, d: usize) -> [i64; 4] {
-        let s = match self {
+    fn strides(self, h: usize, l: usize, d: usize) -> [usize; 4] {
+        match self {
             Layout::Bhld => [h * l * d, l * d, d, 1],
             Layout::Blhd => [l * h * d, d, h * d, 1],
             Layout::Bhdl => [h * d * l, d * l, 1, l],
-        };
-        s.map(|x| x as i64)
+        }
     }
 
     /// The canonical [B,H,L,D] values `canon` stored in this layout.
@@ -59,11 +53,11 @@ impl Layout {
 }
 
 /// Storage offset of canonical index `i` = ((b·H + h)·L + l)·D + d.
-fn offset(st: &[i64; 4], i: usize, h: usize, l: usize, d: usize) -> usize {
+fn offset(st: &[usize; 4], i: usize, h: usize, l: usize, d: usize) -> usize {
     let (dd, r) = (i % d, i / d);
     let (ll, r) = (r % l, r / l);
     let (hh, b) = (r % h, r / h);
-    (b as i64 * st[0] + hh as i64 * st[1] + ll as i64 * st[2] + dd as i64 * st[3]) as usize
+    b * st[0] + hh * st[1] + ll * st[2] + dd * st[3]
 }
 
 /// Key-padding mask of a case.
@@ -154,55 +148,6 @@ fn tol(dt: DType) -> f64 {
     }
 }
 
-/// Dynamic shared bytes of flash_attn_fwd_d{d} (the launch contract's table).
-fn fwd_smem(d: usize, dt: DType) -> u32 {
-    let half = dt != DType::F32;
-    match (d, half) {
-        (40, true) => 29184,
-        (64, true) => 37376,
-        (80, true) => 45568,
-        (128, true) => 52480,
-        (160, true) => 64768,
-        (40, false) => 88576,
-        (64, false) => 104960,
-        (80, false) => 121344,
-        (128, false) => 120064,
-        (160, false) => 144640,
-        _ => panic!("no attention kernel for head width {d}"),
-    }
-}
-
-/// Dynamic shared bytes of flash_attn_bwd_d{d} (the launch contract's table).
-fn bwd_smem(d: usize, dt: DType) -> u32 {
-    let half = dt != DType::F32;
-    match (d, half) {
-        (40, true) => 53248,
-        (64, true) => 65536,
-        (80, true) => 77824,
-        (128, true) => 75264,
-        (160, true) => 67840,
-        (40, false) => 98304,
-        (64, false) => 122880,
-        (80, false) => 147456,
-        (128, false) => 144896,
-        (160, false) => 131328,
-        _ => panic!("no attention kernel for head width {d}"),
-    }
-}
-
-/// The entry point with its dynamic shared-memory limit raised to `smem` (needed above 48 KiB).
-fn kernel(g: &Gpu, name: &str, smem: u32) -> CudaFunction {
-    let f = g.function("attention", name).unwrap();
-    if smem > 0 {
-        f.set_attribute(
-            CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-            smem as i32,
-        )
-        .unwrap_or_else(|e| panic!("{name}: raising dynamic shared memory to {smem}: {e}"));
-    }
-    f
-}
-
 /// One case's host data (canonical [B,H,L,D] order, rounded to the dtype) and the CPU twin's
 /// forward results.
 struct Inputs {
@@ -287,6 +232,35 @@ fn upload(g: &Gpu, x: &[f32], c: &Case, l: usize, d: usize, dt: DType) -> DevBuf
     g.upload_as(&c.layout.scatter(x, c.h, l, d), dt).unwrap()
 }
 
+/// `buf` as a [B, H, l, d] view in the case's layout.
+fn view(buf: &DevBuf, c: &Case, l: usize, d: usize) -> View {
+    View {
+        ptr: buf.ptr(),
+        strides: c.layout.strides(c.h, l, d),
+    }
+}
+
+/// The case's sizes, scale and causal flag.
+fn shape(c: &Case, d: usize) -> AttnShape {
+    AttnShape {
+        batch: c.b,
+        heads: c.h,
+        lq: c.lq,
+        lk: c.lk,
+        d,
+        scale: scale(d) as f32,
+        causal: c.causal,
+    }
+}
+
+/// The uploaded mask as the launch argument (batch stride Lk).
+fn key_keep(g: &Gpu, c: &Case, keep: &Option<CudaSlice<u8>>) -> Option<KeyKeep> {
+    keep.as_ref().map(|k| KeyKeep {
+        ptr: g.ptr_of(k, DType::U8),
+        batch_stride: c.lk,
+    })
+}
+
 /// The 0/1 byte mask [B, Lk] (keep_sb = Lk).
 fn upload_keep(g: &Gpu, keep: &Option<Vec<bool>>) -> Option<CudaSlice<u8>> {
     keep.as_ref().map(|k| {
@@ -336,66 +310,25 @@ fn forward_width(d: usize) {
 }
 
 fn forward_case(g: &Gpu, c: &Case, d: usize, dt: DType, ci: u64) {
-    let s = suffix(dt).unwrap();
     let x = inputs(c, d, dt, 7000 + 100 * d as u64 + 10 * ci);
     let (bh, lq, lk) = (c.b * c.h, c.lq, c.lk);
     let qd = upload(g, &x.q, c, lq, d, dt);
     let kd = upload(g, &x.k, c, lk, d, dt);
     let vd = upload(g, &x.v, c, lk, d, dt);
     let keep = upload_keep(g, &x.keep);
-    let mut od = g.poisoned_as(bh * lq * d, dt).unwrap();
-    let mut lse = g.poisoned::<f32>(bh * lq).unwrap();
-
-    let smem = fwd_smem(d, dt);
-    let f = kernel(g, &format!("flash_attn_fwd_d{d}_{s}"), smem);
-    let cfg = LaunchConfig {
-        grid_dim: (lq.div_ceil(FWD_ROWS) as u32, bh as u32, 1),
-        block_dim: (128, 1, 1),
-        shared_mem_bytes: smem,
-    };
-    let null = 0u64;
-    let keep_sb = lk as i64;
-    let (h, lq_i, lk_i) = (c.h as i32, lq as i32, lk as i32);
-    let sc = scale(d) as f32;
-    let causal = c.causal as i32;
-    let [q_sb, q_sh, q_sl, q_sd] = c.layout.strides(c.h, lq, d);
-    let [k_sb, k_sh, k_sl, k_sd] = c.layout.strides(c.h, lk, d);
-    let [v_sb, v_sh, v_sl, v_sd] = c.layout.strides(c.h, lk, d);
-    let [o_sb, o_sh, o_sl, o_sd] = c.layout.strides(c.h, lq, d);
-    let stream = g.stream();
-    let mut lb = stream.launch_builder(&f);
-    lb.arg(&qd.bytes)
-        .arg(&kd.bytes)
-        .arg(&vd.bytes)
-        .arg(&mut od.bytes)
-        .arg(&mut lse);
-    match &keep {
-        Some(kp) => lb.arg(kp),
-        None => lb.arg(&null),
-    };
-    lb.arg(&keep_sb)
-        .arg(&h)
-        .arg(&lq_i)
-        .arg(&lk_i)
-        .arg(&sc)
-        .arg(&causal)
-        .arg(&q_sb)
-        .arg(&q_sh)
-        .arg(&q_sl)
-        .arg(&q_sd)
-        .arg(&k_sb)
-        .arg(&k_sh)
-        .arg(&k_sl)
-        .arg(&k_sd)
-        .arg(&v_sb)
-        .arg(&v_sh)
-        .arg(&v_sl)
-        .arg(&v_sd)
-        .arg(&o_sb)
-        .arg(&o_sh)
-        .arg(&o_sl)
-        .arg(&o_sd);
-    unsafe { lb.launch(cfg) }.unwrap();
+    let od = g.poisoned_as(bh * lq * d, dt).unwrap();
+    let lse = g.poisoned::<f32>(bh * lq).unwrap();
+    gpu_attn::attention_forward(
+        g,
+        view(&qd, c, lq, d),
+        view(&kd, c, lk, d),
+        view(&vd, c, lk, d),
+        view(&od, c, lq, d),
+        g.ptr_of(&lse, DType::F32),
+        key_keep(g, c, &keep),
+        &shape(c, d),
+    )
+    .unwrap();
 
     let out = c.layout.gather(&g.download_f32(&od).unwrap(), c.h, lq, d);
     let got_lse = g.download(&lse).unwrap();
@@ -471,7 +404,6 @@ fn backward_width(d: usize) {
 /// The backward from the CPU twin's forward (its output rounded to T, as the GPU's forward
 /// stores it, and its f32 lse), so that this checks the three backward kernels alone.
 fn backward_case(g: &Gpu, c: &Case, d: usize, dt: DType, ci: u64, wants: Wants) {
-    let s = suffix(dt).unwrap();
     let x = inputs(c, d, dt, 9000 + 100 * d as u64 + 10 * ci);
     let out_t = round_to(&x.out, dt);
     let grads = attention_backward(
@@ -492,7 +424,7 @@ fn backward_case(g: &Gpu, c: &Case, d: usize, dt: DType, ci: u64, wants: Wants) 
         },
     );
 
-    let (b, bh, lq, lk) = (c.b, c.b * c.h, c.lq, c.lk);
+    let (bh, lq, lk) = (c.b * c.h, c.lq, c.lk);
     let qd = upload(g, &x.q, c, lq, d, dt);
     let kd = upload(g, &x.k, c, lk, d, dt);
     let vd = upload(g, &x.v, c, lk, d, dt);
@@ -500,118 +432,28 @@ fn backward_case(g: &Gpu, c: &Case, d: usize, dt: DType, ci: u64, wants: Wants) 
     let dod = upload(g, &x.dout, c, lq, d, dt);
     let lse = g.upload(&x.lse).unwrap();
     let keep = upload_keep(g, &x.keep);
-    let mut dsum = g.poisoned::<f32>(bh * lq).unwrap();
-    let mut dq_acc = g.poisoned::<f32>(bh * lq * d).unwrap();
-    let mut dqd = g.poisoned_as(bh * lq * d, dt).unwrap();
-    let mut dkd = g.poisoned_as(bh * lk * d, dt).unwrap();
-    let mut dvd = g.poisoned_as(bh * lk * d, dt).unwrap();
-
-    let null = 0u64;
-    let stream = g.stream();
-    let (b_i, h_i, lq_i, lk_i, d_i) = (b as i32, c.h as i32, lq as i32, lk as i32, d as i32);
-    let sc = scale(d) as f32;
-    let causal = c.causal as i32;
-    let keep_sb = lk as i64;
-    let [q_sb, q_sh, q_sl, q_sd] = c.layout.strides(c.h, lq, d);
-    let [k_sb, k_sh, k_sl, k_sd] = c.layout.strides(c.h, lk, d);
-    // v, dk, dv share k's strides; o, dout, dq share q's.
-    let rows = bh * lq;
-
-    // 1. dsum = rowsum(dout ∘ o); zero dq_acc when dq is wanted.
-    let f = kernel(g, &format!("flash_attn_bwd_pre_{s}"), 0);
-    let mut lb = stream.launch_builder(&f);
-    lb.arg(&od.bytes).arg(&dod.bytes).arg(&mut dsum);
-    if wants.dq {
-        lb.arg(&mut dq_acc);
-    } else {
-        lb.arg(&null);
-    }
-    lb.arg(&b_i)
-        .arg(&h_i)
-        .arg(&lq_i)
-        .arg(&d_i)
-        .arg(&q_sb)
-        .arg(&q_sh)
-        .arg(&q_sl)
-        .arg(&q_sd)
-        .arg(&q_sb)
-        .arg(&q_sh)
-        .arg(&q_sl)
-        .arg(&q_sd);
-    unsafe { lb.launch(grid(rows.div_ceil(8) as u32, 256, 0)) }.unwrap();
-
-    // 2. dk, dv and the dq accumulation.
-    let smem = bwd_smem(d, dt);
-    let f = kernel(g, &format!("flash_attn_bwd_d{d}_{s}"), smem);
-    let cfg = LaunchConfig {
-        grid_dim: (lk.div_ceil(BWD_KEYS) as u32, bh as u32, 1),
-        block_dim: (128, 1, 1),
-        shared_mem_bytes: smem,
+    let dqd = g.poisoned_as(bh * lq * d, dt).unwrap();
+    let dkd = g.poisoned_as(bh * lk * d, dt).unwrap();
+    let dvd = g.poisoned_as(bh * lk * d, dt).unwrap();
+    // dq, dk, dv share the layout of q, k, v; a gradient not wanted is passed as None.
+    let out_grads = AttnGrads {
+        dq: wants.dq.then(|| view(&dqd, c, lq, d)),
+        dk: wants.dk.then(|| view(&dkd, c, lk, d)),
+        dv: wants.dv.then(|| view(&dvd, c, lk, d)),
     };
-    // Strides of q, k, v, dout, dk, dv.
-    let bwd_strides = [
-        [q_sb, q_sh, q_sl, q_sd], // q
-        [k_sb, k_sh, k_sl, k_sd], // k
-        [k_sb, k_sh, k_sl, k_sd], // v
-        [q_sb, q_sh, q_sl, q_sd], // dout
-        [k_sb, k_sh, k_sl, k_sd], // dk
-        [k_sb, k_sh, k_sl, k_sd], // dv
-    ];
-    let mut lb = stream.launch_builder(&f);
-    lb.arg(&qd.bytes)
-        .arg(&kd.bytes)
-        .arg(&vd.bytes)
-        .arg(&dod.bytes)
-        .arg(&lse)
-        .arg(&dsum);
-    if wants.dq {
-        lb.arg(&mut dq_acc);
-    } else {
-        lb.arg(&null);
-    }
-    if wants.dk {
-        lb.arg(&mut dkd.bytes);
-    } else {
-        lb.arg(&null);
-    }
-    if wants.dv {
-        lb.arg(&mut dvd.bytes);
-    } else {
-        lb.arg(&null);
-    }
-    match &keep {
-        Some(kp) => lb.arg(kp),
-        None => lb.arg(&null),
-    };
-    lb.arg(&keep_sb)
-        .arg(&h_i)
-        .arg(&lq_i)
-        .arg(&lk_i)
-        .arg(&sc)
-        .arg(&causal);
-    for st in &bwd_strides {
-        lb.arg(&st[0]).arg(&st[1]).arg(&st[2]).arg(&st[3]);
-    }
-    unsafe { lb.launch(cfg) }.unwrap();
-
-    // 3. dq = dq_acc as T.
-    if wants.dq {
-        let f = kernel(g, &format!("flash_attn_bwd_dq_{s}"), 0);
-        let n = bh * lq * d;
-        let blocks = n.div_ceil(256).min(65535) as u32;
-        let mut lb = stream.launch_builder(&f);
-        lb.arg(&dq_acc)
-            .arg(&mut dqd.bytes)
-            .arg(&b_i)
-            .arg(&h_i)
-            .arg(&lq_i)
-            .arg(&d_i)
-            .arg(&q_sb)
-            .arg(&q_sh)
-            .arg(&q_sl)
-            .arg(&q_sd);
-        unsafe { lb.launch(grid(blocks, 256, 0)) }.unwrap();
-    }
+    gpu_attn::attention_backward(
+        g,
+        view(&qd, c, lq, d),
+        view(&kd, c, lk, d),
+        view(&vd, c, lk, d),
+        view(&od, c, lq, d),
+        view(&dod, c, lq, d),
+        g.ptr_of(&lse, DType::F32),
+        key_keep(g, c, &keep),
+        out_grads,
+        &shape(c, d),
+    )
+    .unwrap();
 
     let t = tol(dt);
     if let Some(want) = &grads.dq {
@@ -707,4 +549,59 @@ fn attention_cases_host_side() {
         }
         assert!(x.out.iter().all(|v| v.is_finite()), "{c:?}");
     }
+}
+
+#[test]
+fn attention_refuses_bad_buffers_widths_and_dtypes() {
+    let Some(g) = gpu() else { return };
+    let dt = DType::BF16;
+    let (h, l, d) = (2, 5, 64);
+    let n = h * l * d;
+    let x = g.upload_as(&vec![0.0; n], dt).unwrap();
+    let short = g.poisoned_as(n - 1, dt).unwrap();
+    let wrong = g.poisoned_as(n, DType::F32).unwrap();
+    let lse = g.poisoned::<f32>(h * l).unwrap();
+    let lse = g.ptr_of(&lse, DType::F32);
+    let v = |b: &DevBuf| View::contiguous(b.ptr(), h, l, d);
+    let mut sh = AttnShape {
+        batch: 1,
+        heads: h,
+        lq: l,
+        lk: l,
+        d,
+        scale: 0.125,
+        causal: false,
+    };
+    let fwd = |o: &DevBuf, sh: &AttnShape| {
+        gpu_attn::attention_forward(g, v(&x), v(&x), v(&x), v(o), lse, None, sh).unwrap_err()
+    };
+    let err = fwd(&short, &sh);
+    assert!(err.to_string().contains("o holds"), "{err}");
+    let err = fwd(&wrong, &sh);
+    assert!(err.to_string().contains("expected BF16"), "{err}");
+    sh.d = 32;
+    let err = fwd(&x, &sh);
+    assert!(err.to_string().contains("head width 32"), "{err}");
+    sh.d = d;
+    sh.scale = -1.0;
+    let err = fwd(&x, &sh);
+    assert!(err.to_string().contains("scale"), "{err}");
+    sh.scale = 0.125;
+    // A mask shorter than [B, Lk] and a dq gradient of the wrong dtype.
+    let mask = g.upload(&[1u8; 4]).unwrap();
+    let keep = KeyKeep {
+        ptr: g.ptr_of(&mask, DType::U8),
+        batch_stride: l,
+    };
+    let err = gpu_attn::attention_forward(g, v(&x), v(&x), v(&x), v(&x), lse, Some(keep), &sh)
+        .unwrap_err();
+    assert!(err.to_string().contains("key mask holds 4"), "{err}");
+    let grads = AttnGrads {
+        dq: Some(v(&wrong)),
+        ..AttnGrads::default()
+    };
+    let err =
+        gpu_attn::attention_backward(g, v(&x), v(&x), v(&x), v(&x), v(&x), lse, None, grads, &sh)
+            .unwrap_err();
+    assert!(err.to_string().contains("dq is F32"), "{err}");
 }

@@ -1,10 +1,12 @@
-//! kernels/batch_norm.cu vs src/backend/cpu/norm.rs + Tensor::batch_norm's running-stat update
-//! (training stats over split channels, eval stats, apply, backward sums/finish/dx).
+//! backend::cuda::batch_norm (kernels/batch_norm.cu) vs src/backend/cpu/norm.rs +
+//! Tensor::batch_norm's running-stat update (training stats over split channels, eval stats,
+//! apply, backward sums/finish/dx), and its argument checks.
 
 use crate::support::*;
-use cudarc::driver::{CudaSlice, LaunchArgs};
 use medsyn::backend::cpu::norm::{self as cpu, Affine, Needs};
-use medsyn::cuda::gpu::suffix;
+use medsyn::backend::cuda::batch_norm::{self as gpu_bn, BatchNormLaunch};
+use medsyn::cuda::gpu::{suffix, Ptr};
+use medsyn::DType;
 
 /// One BatchNorm problem and its launch shape.
 struct Case {
@@ -65,21 +67,6 @@ const CASES: [Case; 9] = [
     case((1, 64, 196), (1, M, 256), false, true, false),
     case((5, 33, 100), (3, M, 256), false, true, true),
 ];
-
-/// Pushes a device pointer, or a null pointer when absent.
-fn push<'a, T>(b: &mut LaunchArgs<'a>, p: Option<&'a CudaSlice<T>>, null: &'a u64) {
-    match p {
-        Some(p) => b.arg(p),
-        None => b.arg(null),
-    };
-}
-
-fn push_mut<'a, T>(b: &mut LaunchArgs<'a>, p: Option<&'a mut CudaSlice<T>>, null: &'a u64) {
-    match p {
-        Some(p) => b.arg(p),
-        None => b.arg(null),
-    };
-}
 
 /// What the CPU twin gives for one case.
 struct Want {
@@ -201,126 +188,82 @@ fn batch_norm_forward_and_backward_match_cpu() {
             let Some(g) = gpu() else { continue };
 
             let s = suffix(dt).unwrap();
-            let null = 0u64;
-            let (bb, cc, ss, splits) = (
-                batch as i64,
-                channels as i64,
-                spatial as i64,
-                c.splits as i32,
-            );
-            let (eps, momentum) = (EPS, MOMENTUM);
             let xd = g.upload_as(&x, dt).unwrap();
             let dyd = g.upload_as(&dy, dt).unwrap();
             let wd = w.as_ref().map(|v| g.upload_as(v, dt).unwrap());
             let bd = b.as_ref().map(|v| g.upload_as(v, dt).unwrap());
-            let wp = || wd.as_ref().map(|d| &d.bytes);
-            let mut rmd = g.upload_as(&rm, dt).unwrap();
-            let mut rvd = g.upload_as(&rv, dt).unwrap();
-            let mut yd = g.poisoned_as(len, dt).unwrap();
-            let mut dxd = g.poisoned_as(len, dt).unwrap();
-            let mut dwd = g.poisoned_as(channels, dt).unwrap();
-            let mut dbd = g.poisoned_as(channels, dt).unwrap();
-            let mut partial = g.poisoned::<f32>(2 * channels * c.splits as usize).unwrap();
-            let mut mean = g.poisoned::<f32>(channels).unwrap();
-            let mut rstd = g.poisoned::<f32>(channels).unwrap();
-            let mut m1 = g.poisoned::<f32>(channels).unwrap();
-            let mut m2 = g.poisoned::<f32>(channels).unwrap();
-            let chan_grid = LaunchConfig {
-                grid_dim: ((channels as u32).min(c.cap), c.splits, 1),
-                block_dim: (c.block, 1, 1),
-                shared_mem_bytes: 0,
+            let wp = wd.as_ref().map_or(Ptr::null(dt), |d| d.ptr());
+            let bp = bd.as_ref().map_or(Ptr::null(dt), |d| d.ptr());
+            let rmd = g.upload_as(&rm, dt).unwrap();
+            let rvd = g.upload_as(&rv, dt).unwrap();
+            let yd = g.poisoned_as(len, dt).unwrap();
+            let dxd = g.poisoned_as(len, dt).unwrap();
+            let dwd = g.poisoned_as(channels, dt).unwrap();
+            let dbd = g.poisoned_as(channels, dt).unwrap();
+            let mean = g.poisoned::<f32>(channels).unwrap();
+            let rstd = g.poisoned::<f32>(channels).unwrap();
+            let m1 = g.poisoned::<f32>(channels).unwrap();
+            let m2 = g.poisoned::<f32>(channels).unwrap();
+            let f32p = |b| g.ptr_of(b, DType::F32);
+            let (mp, rp) = (f32p(&mean), f32p(&rstd));
+            let launch = BatchNormLaunch {
+                splits: Some(c.splits),
+                grid_cap: Some(c.cap),
+                block: Some(c.block),
             };
-            let per_channel = grid((channels as u32).div_ceil(256), 256, 0);
-            let bx = ((spatial as u32).div_ceil(32) * 32).min(256);
-            let by = (256 / bx).max(1);
-            let rows_cfg = LaunchConfig {
-                grid_dim: (((batch * channels) as u32).div_ceil(by).min(c.cap), 1, 1),
-                block_dim: (bx, by, 1),
-                shared_mem_bytes: 0,
-            };
+            let shape = (batch, channels, spatial);
 
-            // Statistics.
+            // Statistics, then the normalisation.
             if c.training {
-                let f = g
-                    .function("batch_norm", &format!("batch_norm_stats_{s}"))
-                    .unwrap();
-                let mut lb = g.stream().launch_builder(&f);
-                lb.arg(&bb)
-                    .arg(&cc)
-                    .arg(&ss)
-                    .arg(&xd.bytes)
-                    .arg(&mut partial);
-                unsafe { lb.launch(chan_grid) }.unwrap();
-                let f = g
-                    .function("batch_norm", &format!("batch_norm_stats_finish_{s}"))
-                    .unwrap();
-                let mut lb = g.stream().launch_builder(&f);
-                lb.arg(&bb)
-                    .arg(&cc)
-                    .arg(&ss)
-                    .arg(&splits)
-                    .arg(&eps)
-                    .arg(&momentum);
-                lb.arg(&partial).arg(&mut mean).arg(&mut rstd);
-                push_mut(&mut lb, c.running.then_some(&mut rmd.bytes), &null);
-                push_mut(&mut lb, c.running.then_some(&mut rvd.bytes), &null);
-                unsafe { lb.launch(per_channel) }.unwrap();
+                let null = Ptr::null(dt);
+                let (rmp, rvp) = if c.running {
+                    (rmd.ptr(), rvd.ptr())
+                } else {
+                    (null, null)
+                };
+                gpu_bn::batch_norm_stats(
+                    g,
+                    xd.ptr(),
+                    mp,
+                    rp,
+                    rmp,
+                    rvp,
+                    shape,
+                    EPS,
+                    MOMENTUM,
+                    launch,
+                )
+                .unwrap();
             } else {
-                let f = g
-                    .function("batch_norm", &format!("batch_norm_eval_stats_{s}"))
+                gpu_bn::batch_norm_eval_stats(g, rmd.ptr(), rvd.ptr(), mp, rp, channels, EPS)
                     .unwrap();
-                let mut lb = g.stream().launch_builder(&f);
-                lb.arg(&cc).arg(&eps).arg(&rmd.bytes).arg(&rvd.bytes);
-                lb.arg(&mut mean).arg(&mut rstd);
-                unsafe { lb.launch(per_channel) }.unwrap();
             }
-            let f = g
-                .function("batch_norm", &format!("batch_norm_apply_{s}"))
-                .unwrap();
-            let mut lb = g.stream().launch_builder(&f);
-            lb.arg(&bb)
-                .arg(&cc)
-                .arg(&ss)
-                .arg(&xd.bytes)
-                .arg(&mean)
-                .arg(&rstd);
-            push(&mut lb, wp(), &null);
-            push(&mut lb, bd.as_ref().map(|d| &d.bytes), &null);
-            lb.arg(&mut yd.bytes);
-            unsafe { lb.launch(rows_cfg) }.unwrap();
+            gpu_bn::batch_norm_apply(g, xd.ptr(), mp, rp, wp, bp, yd.ptr(), shape, launch).unwrap();
 
-            // Backward: sums + finish when need_sums = dweight || dbias || (dx && training).
-            let need_sums = c.affine || c.training;
-            if need_sums {
-                let f = g
-                    .function("batch_norm", &format!("batch_norm_backward_sums_{s}"))
-                    .unwrap();
-                let mut lb = g.stream().launch_builder(&f);
-                lb.arg(&bb).arg(&cc).arg(&ss).arg(&xd.bytes).arg(&dyd.bytes);
-                lb.arg(&mean).arg(&rstd).arg(&mut partial);
-                unsafe { lb.launch(chan_grid) }.unwrap();
-                let f = g
-                    .function("batch_norm", &format!("batch_norm_backward_finish_{s}"))
-                    .unwrap();
-                let mut lb = g.stream().launch_builder(&f);
-                lb.arg(&bb).arg(&cc).arg(&ss).arg(&splits).arg(&partial);
-                push_mut(&mut lb, c.affine.then_some(&mut dwd.bytes), &null);
-                push_mut(&mut lb, c.affine.then_some(&mut dbd.bytes), &null);
-                push_mut(&mut lb, c.training.then_some(&mut m1), &null);
-                push_mut(&mut lb, c.training.then_some(&mut m2), &null);
-                unsafe { lb.launch(per_channel) }.unwrap();
-            }
-            let f = g
-                .function("batch_norm", &format!("batch_norm_backward_dx_{s}"))
-                .unwrap();
-            let mut lb = g.stream().launch_builder(&f);
-            lb.arg(&bb).arg(&cc).arg(&ss).arg(&xd.bytes).arg(&dyd.bytes);
-            push(&mut lb, wp(), &null);
-            lb.arg(&mean).arg(&rstd);
-            push(&mut lb, c.training.then_some(&m1), &null);
-            push(&mut lb, c.training.then_some(&m2), &null);
-            lb.arg(&mut dxd.bytes);
-            unsafe { lb.launch(rows_cfg) }.unwrap();
+            // Backward: dweight / dbias only with affine (else null: must stay untouched);
+            // m1 / m2 in training.
+            let (dwp, dbp) = if c.affine {
+                (dwd.ptr(), dbd.ptr())
+            } else {
+                (Ptr::null(dt), Ptr::null(dt))
+            };
+            gpu_bn::batch_norm_backward(
+                g,
+                xd.ptr(),
+                dyd.ptr(),
+                wp,
+                mp,
+                rp,
+                f32p(&m1),
+                f32p(&m2),
+                dxd.ptr(),
+                dwp,
+                dbp,
+                shape,
+                c.training,
+                launch,
+            )
+            .unwrap();
 
             let got_mean = g.download(&mean).unwrap();
             let got_rstd = g.download(&rstd).unwrap();
@@ -442,4 +385,49 @@ fn batch_norm_forward_and_backward_match_cpu() {
             }
         }
     }
+}
+
+#[test]
+fn batch_norm_refuses_short_buffers_and_mixed_dtypes() {
+    let Some(g) = gpu() else { return };
+    let dt = DType::F32;
+    let null = Ptr::null(dt);
+    let d = BatchNormLaunch::default();
+    let x = g.upload_as(&[0.0; 24], dt).unwrap();
+    let stats = g.poisoned::<f32>(3).unwrap();
+    let sp = g.ptr_of(&stats, DType::F32);
+    let short = g.poisoned::<f32>(2).unwrap();
+    let shp = g.ptr_of(&short, DType::F32);
+    let shape = (2, 3, 4);
+    let err =
+        gpu_bn::batch_norm_stats(g, x.ptr(), shp, sp, null, null, shape, 1e-5, 0.1, d).unwrap_err();
+    assert!(err.to_string().contains("mean holds 2 elements"), "{err}");
+    let rm = g.poisoned_as(3, dt).unwrap();
+    let err = gpu_bn::batch_norm_stats(g, x.ptr(), sp, sp, rm.ptr(), null, shape, 1e-5, 0.1, d)
+        .unwrap_err();
+    assert!(err.to_string().contains("given together"), "{err}");
+    let y = g.poisoned_as(24, DType::BF16).unwrap();
+    let err =
+        gpu_bn::batch_norm_apply(g, x.ptr(), sp, sp, null, null, y.ptr(), shape, d).unwrap_err();
+    assert!(err.to_string().contains("expected F32"), "{err}");
+    // Training dx needs the m1 / m2 scratch.
+    let dx = g.poisoned_as(24, dt).unwrap();
+    let err = gpu_bn::batch_norm_backward(
+        g,
+        x.ptr(),
+        x.ptr(),
+        null,
+        sp,
+        sp,
+        shp,
+        sp,
+        dx.ptr(),
+        null,
+        null,
+        shape,
+        true,
+        d,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("m1 holds 2 elements"), "{err}");
 }

@@ -1,13 +1,13 @@
-//! kernels/conv.cu vs src/backend/cpu/conv.rs conv2d_forward: the general conv2d_fwd (all dtypes)
-//! and the NHWC fast path (layout conversions, conv2d_fwd_nhwc[_n64] whole-depth and split-depth
-//! with conv2d_splitk_finish; f16/bf16) on 3x3 / 1x1 / strided / dilated / grouped / batched /
-//! non-square geometries and a U-Net-sized 3x3 conv.
+//! backend::cuda::conv (kernels/conv.cu) vs src/backend/cpu/conv.rs conv2d_forward: the general
+//! conv2d_fwd (all dtypes), the automatic choice (conv2d_forward) and the NHWC fast path step by
+//! step (layout conversions, conv2d_fwd_nhwc[_n64] whole-depth and split-depth with
+//! conv2d_splitk_finish; f16/bf16) on 3x3 / 1x1 / strided / dilated / grouped / batched /
+//! non-square geometries and a U-Net-sized 3x3 conv; validation errors; the launch choice.
 
 use crate::support::*;
-use cudarc::driver::sys::CUfunction_attribute_enum;
-use cudarc::driver::{CudaFunction, CudaSlice};
 use medsyn::backend::cpu::conv::{conv2d_forward, Conv2dGeom};
-use medsyn::cuda::gpu::suffix;
+use medsyn::backend::cuda::conv::{self as gpu_conv, NhwcLaunch};
+use medsyn::cuda::gpu::{suffix, Ptr};
 use medsyn::cuda::{DevBuf, Gpu};
 use medsyn::tensor::DType;
 
@@ -219,42 +219,9 @@ fn geom(c: &Case) -> Conv2dGeom {
     }
 }
 
-/// The 16 geometry arguments every conv entry point takes after its pointers, in order.
-fn geom_args(geo: &Conv2dGeom) -> [i32; 16] {
-    let i = |v: usize| v as i32;
-    [
-        i(geo.n),
-        i(geo.c),
-        i(geo.h),
-        i(geo.w),
-        i(geo.o),
-        i(geo.kh),
-        i(geo.kw),
-        i(geo.oh),
-        i(geo.ow),
-        i(geo.stride.0),
-        i(geo.stride.1),
-        i(geo.padding.0),
-        i(geo.padding.1),
-        i(geo.dilation.0),
-        i(geo.dilation.1),
-        i(geo.groups),
-    ]
-}
-
-/// The function with its dynamic shared-memory limit raised to `smem` bytes.
-fn kernel(g: &Gpu, name: &str, smem: u32) -> CudaFunction {
-    let f = g.function("conv", name).unwrap();
-    f.set_attribute(
-        CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-        smem as i32,
-    )
-    .unwrap_or_else(|e| panic!("{name}: raising dynamic shared memory to {smem}: {e}"));
-    f
-}
-
-/// The NHWC fast path as the launch contract's steps a-e: x -> xt, w -> wt, (zero ws), conv2d_fwd_nhwc
-/// (tbn 128) or conv2d_fwd_nhwc_n64 (tbn 64) with `splits`, (conv2d_splitk_finish).
+/// The NHWC fast path step by step as the runtime launches it: x -> xt, w -> wt (3 blocks: the
+/// grid-stride loop runs several passes), conv2d_fwd_nhwc[_n64] with `tbn` and `splits` (a
+/// poisoned f32 workspace, which the launch zeroes, and conv2d_splitk_finish when split).
 #[allow(clippy::too_many_arguments)]
 fn launch_nhwc(
     g: &Gpu,
@@ -262,154 +229,23 @@ fn launch_nhwc(
     dt: DType,
     x: &DevBuf,
     w: &DevBuf,
-    b: Option<&DevBuf>,
-    y: &mut DevBuf,
+    b: Ptr,
+    y: &DevBuf,
     tbn: usize,
     splits: usize,
 ) {
-    let s = suffix(dt).unwrap();
-    let stream = g.stream();
-    let null = 0u64;
-    let mut xt = g.poisoned_as(geo.n * geo.c * geo.h * geo.w, dt).unwrap();
-    let mut wt = g.poisoned_as(geo.weight_len(), dt).unwrap();
-    // a. x [N,C,H,W] -> xt [N,H,W,C]
-    let (c, hw) = (geo.c as i32, (geo.h * geo.w) as i64);
-    let f = g
-        .function("conv", &format!("conv2d_nchw_to_nhwc_{s}"))
-        .unwrap();
-    let cfg = LaunchConfig {
-        grid_dim: (
-            (geo.h * geo.w).div_ceil(32) as u32,
-            geo.c.div_ceil(32) as u32,
-            geo.n as u32,
-        ),
-        block_dim: (32, 8, 1),
-        shared_mem_bytes: 33 * 32 * dt.size_in_bytes() as u32,
-    };
-    unsafe {
-        stream
-            .launch_builder(&f)
-            .arg(&x.bytes)
-            .arg(&mut xt.bytes)
-            .arg(&c)
-            .arg(&hw)
-            .launch(cfg)
-    }
-    .unwrap();
-    // b. w [O,cg,KH,KW] -> wt [O,KH,KW,cg] (3 blocks: the grid-stride loop runs several passes)
-    let (o, cg, khw) = (geo.o as i32, geo.cg() as i32, (geo.kh * geo.kw) as i32);
-    let f = g
-        .function("conv", &format!("conv2d_weight_to_ohwi_{s}"))
-        .unwrap();
-    unsafe {
-        stream
-            .launch_builder(&f)
-            .arg(&w.bytes)
-            .arg(&mut wt.bytes)
-            .arg(&o)
-            .arg(&cg)
-            .arg(&khw)
-            .launch(grid(3, 256, 0))
-    }
-    .unwrap();
-    // c. the zeroed f32 workspace (split depth only)
+    let xt = g.poisoned_as(geo.n * geo.c * geo.h * geo.w, dt).unwrap();
+    let wt = g.poisoned_as(geo.weight_len(), dt).unwrap();
+    gpu_conv::conv2d_nchw_to_nhwc(g, geo, x.ptr(), xt.ptr()).unwrap();
+    gpu_conv::conv2d_weight_to_ohwi(g, geo, w.ptr(), wt.ptr(), Some(3)).unwrap();
     let total = geo.n * geo.o * geo.oh * geo.ow;
-    let ws: Option<CudaSlice<f32>> = (splits > 1).then(|| g.zeros::<f32>(total).unwrap());
-    // d. the conv
-    let (name, smem) = if tbn == 128 {
-        (format!("conv2d_fwd_nhwc_{s}"), 81920)
-    } else {
-        (format!("conv2d_fwd_nhwc_n64_{s}"), 61440)
-    };
-    let f = kernel(g, &name, smem);
-    let m = geo.n * geo.oh * geo.ow;
-    let cfg = LaunchConfig {
-        grid_dim: (
-            m.div_ceil(128) as u32,
-            geo.og().div_ceil(tbn) as u32,
-            (geo.groups * splits) as u32,
-        ),
-        block_dim: (256, 1, 1),
-        shared_mem_bytes: smem,
-    };
-    let ga = geom_args(geo);
-    let sp = splits as i32;
-    let mut lb = stream.launch_builder(&f);
-    lb.arg(&xt.bytes).arg(&wt.bytes);
-    match b {
-        Some(b) => lb.arg(&b.bytes),
-        None => lb.arg(&null),
-    };
-    lb.arg(&mut y.bytes);
-    for v in &ga {
-        lb.arg(v);
-    }
-    match &ws {
-        Some(ws) => lb.arg(ws),
-        None => lb.arg(&null),
-    };
-    lb.arg(&sp);
-    unsafe { lb.launch(cfg) }.unwrap();
-    // e. y = ws + bias
-    if let Some(ws) = &ws {
-        let (tot, o, p) = (total as i64, geo.o as i32, (geo.oh * geo.ow) as i64);
-        let f = g
-            .function("conv", &format!("conv2d_splitk_finish_{s}"))
-            .unwrap();
-        let mut lb = stream.launch_builder(&f);
-        lb.arg(ws);
-        match b {
-            Some(b) => lb.arg(&b.bytes),
-            None => lb.arg(&null),
-        };
-        lb.arg(&mut y.bytes).arg(&tot).arg(&o).arg(&p);
-        unsafe { lb.launch(grid(total.div_ceil(256).min(8192) as u32, 256, 0)) }.unwrap();
-    }
+    let ws = (splits > 1).then(|| g.poisoned::<f32>(total).unwrap());
+    let ws_ptr = ws
+        .as_ref()
+        .map_or(Ptr::null(DType::F32), |ws| g.ptr_of(ws, DType::F32));
+    let launch = NhwcLaunch { tbn, splits };
+    gpu_conv::conv2d_fwd_nhwc(g, geo, xt.ptr(), wt.ptr(), b, y.ptr(), ws_ptr, launch).unwrap();
     g.sync().unwrap(); // xt, wt, ws are dropped on return
-}
-
-/// Launches conv2d_fwd_{suffix} as its launch contract says: tiles 128x128 (f16/bf16, 40960
-/// bytes of shared memory) or 64x64 (f32, 8192 bytes), block 256, grid.z = groups.
-fn launch(
-    g: &Gpu,
-    geo: &Conv2dGeom,
-    dt: DType,
-    x: &DevBuf,
-    w: &DevBuf,
-    b: Option<&DevBuf>,
-    y: &mut DevBuf,
-) {
-    let s = suffix(dt).unwrap();
-    let f = g.function("conv", &format!("conv2d_fwd_{s}")).unwrap();
-    let (tile, smem) = if dt == DType::F32 {
-        (64, 8192)
-    } else {
-        (128, 40960)
-    };
-    let m = geo.n * geo.oh * geo.ow;
-    let cfg = LaunchConfig {
-        grid_dim: (
-            m.div_ceil(tile) as u32,
-            geo.og().div_ceil(tile) as u32,
-            geo.groups as u32,
-        ),
-        block_dim: (256, 1, 1),
-        shared_mem_bytes: smem,
-    };
-    let ga = geom_args(geo);
-    let null = 0u64;
-    let stream = g.stream();
-    let mut lb = stream.launch_builder(&f);
-    lb.arg(&x.bytes).arg(&w.bytes);
-    match b {
-        Some(b) => lb.arg(&b.bytes),
-        None => lb.arg(&null),
-    };
-    lb.arg(&mut y.bytes);
-    for v in &ga {
-        lb.arg(v);
-    }
-    unsafe { lb.launch(cfg) }.unwrap();
 }
 
 #[test]
@@ -429,8 +265,9 @@ fn conv2d_forward_matches_cpu() {
             let xd = g.upload_as(&x, dt).unwrap();
             let wd = g.upload_as(&w, dt).unwrap();
             let bd = bias.as_ref().map(|b| g.upload_as(b, dt).unwrap());
-            let mut yd = g.poisoned_as(want.len(), dt).unwrap();
-            launch(g, &geo, dt, &xd, &wd, bd.as_ref(), &mut yd);
+            let bp = bd.as_ref().map_or(Ptr::null(dt), |b| b.ptr());
+            let yd = g.poisoned_as(want.len(), dt).unwrap();
+            gpu_conv::conv2d_forward_general(g, &geo, xd.ptr(), wd.ptr(), bp, yd.ptr()).unwrap();
             let got = g.download_f32(&yd).unwrap();
 
             // Both sides see the same rounded inputs; they differ by the output's rounding to
@@ -445,14 +282,24 @@ fn conv2d_forward_matches_cpu() {
             eprintln!("conv2d_fwd {} {}: K={k}", case.0, suffix(dt).unwrap());
             check("conv2d_fwd", dt, &got, &want, atol, rtol(dt));
 
+            // The automatic choice (the fast path with the contract's tile width and split
+            // count where it applies, scratch from the allocator; else conv2d_fwd).
+            let yd = g.poisoned_as(want.len(), dt).unwrap();
+            gpu_conv::conv2d_forward(g, &geo, xd.ptr(), wd.ptr(), bp, yd.ptr()).unwrap();
+            let got = g.download_f32(&yd).unwrap();
+            check("conv2d_forward", dt, &got, &want, atol, rtol(dt));
+
             // The NHWC fast path (f16/bf16, C/groups % 8 == 0): both tile widths, whole and
             // split depth (3 ways; the f32 partial sums differ in order only).
             if dt == DType::F32 || !geo.cg().is_multiple_of(8) {
                 continue;
             }
+            // The contract allows at most one split per 32-deep stage (the 1x1 case, depth 24,
+            // runs whole depth only).
             for (tbn, splits) in [(128, 1), (64, 1), (128, 3), (64, 3)] {
-                let mut yd = g.poisoned_as(want.len(), dt).unwrap();
-                launch_nhwc(g, &geo, dt, &xd, &wd, bd.as_ref(), &mut yd, tbn, splits);
+                let splits = splits.min(k.div_ceil(32));
+                let yd = g.poisoned_as(want.len(), dt).unwrap();
+                launch_nhwc(g, &geo, dt, &xd, &wd, bp, &yd, tbn, splits);
                 let got = g.download_f32(&yd).unwrap();
                 let name = if tbn == 128 {
                     "conv2d_fwd_nhwc"
@@ -468,4 +315,99 @@ fn conv2d_forward_matches_cpu() {
             }
         }
     }
+}
+
+#[test]
+fn conv2d_refuses_bad_buffers_and_launches() {
+    let Some(g) = gpu() else { return };
+    let geo = geom(&CASES[0]); // 1x20x9x11 -> 24 channels, 3x3 pad 1
+    let dt = DType::BF16;
+    let x = g.poisoned_as(geo.n * geo.c * geo.h * geo.w, dt).unwrap();
+    let w = g.poisoned_as(geo.weight_len(), dt).unwrap();
+    let y = g.poisoned_as(geo.n * geo.o * geo.oh * geo.ow, dt).unwrap();
+    let none = Ptr::null(dt);
+    let short = g.poisoned_as(geo.o - 1, dt).unwrap();
+    let err =
+        gpu_conv::conv2d_forward(g, &geo, x.ptr(), w.ptr(), short.ptr(), y.ptr()).unwrap_err();
+    assert!(err.to_string().contains("bias holds 23 elements"), "{err}");
+    let wf = g.poisoned_as(geo.weight_len(), DType::F32).unwrap();
+    let err = gpu_conv::conv2d_forward(g, &geo, x.ptr(), wf.ptr(), none, y.ptr()).unwrap_err();
+    assert!(err.to_string().contains("expected BF16"), "{err}");
+    let mut bad = geo;
+    bad.oh += 1;
+    let err = gpu_conv::conv2d_forward(g, &bad, x.ptr(), w.ptr(), none, y.ptr()).unwrap_err();
+    assert!(err.to_string().contains("does not match"), "{err}");
+    // C/groups = 20 is no multiple of 8: the NHWC kernels refuse it.
+    let err = gpu_conv::conv2d_fwd_nhwc(
+        g,
+        &geo,
+        x.ptr(),
+        w.ptr(),
+        none,
+        y.ptr(),
+        Ptr::null(DType::F32),
+        NhwcLaunch { tbn: 64, splits: 1 },
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("C/groups % 8"), "{err}");
+    // A split launch without its workspace.
+    let geo = geom(&CASES[9]); // 320 -> 320 channels, depth 2880
+    let x = g.poisoned_as(geo.n * geo.c * geo.h * geo.w, dt).unwrap();
+    let w = g.poisoned_as(geo.weight_len(), dt).unwrap();
+    let y = g.poisoned_as(geo.n * geo.o * geo.oh * geo.ow, dt).unwrap();
+    let launch = NhwcLaunch {
+        tbn: 128,
+        splits: 2,
+    };
+    let (xp, wp, yp, ws) = (x.ptr(), w.ptr(), y.ptr(), Ptr::null(DType::F32));
+    let err = gpu_conv::conv2d_fwd_nhwc(g, &geo, xp, wp, none, yp, ws, launch).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("ws (f32 workspace) is a null pointer"),
+        "{err}"
+    );
+    let launch = NhwcLaunch { tbn: 96, splits: 1 };
+    let err = gpu_conv::conv2d_fwd_nhwc(g, &geo, xp, wp, none, yp, ws, launch).unwrap_err();
+    assert!(err.to_string().contains("tile width 96"), "{err}");
+}
+
+#[test]
+fn nhwc_launch_choice_follows_the_contract() {
+    // Host-only: the contract's "Choice" on an H200 (132 SMs).
+    let geo = |n: usize, c: usize, o: usize, hw: usize| Conv2dGeom {
+        n,
+        c,
+        h: hw,
+        w: hw,
+        o,
+        kh: 3,
+        kw: 3,
+        stride: (1, 1),
+        padding: (1, 1),
+        dilation: (1, 1),
+        groups: 1,
+        oh: hw,
+        ow: hw,
+    };
+    // 2x1280x16x16: 4 pixel blocks x 10 channel blocks = 40 blocks -> 6 splits (kt 360 / 4 > 8).
+    let l = NhwcLaunch::choose(&geo(2, 1280, 1280, 16), 132);
+    assert_eq!(
+        l,
+        NhwcLaunch {
+            tbn: 128,
+            splits: 6
+        }
+    );
+    // 32x64x56x56: O <= 64 -> tbn 64; 784 blocks -> no split.
+    let l = NhwcLaunch::choose(&geo(32, 64, 64, 56), 132);
+    assert_eq!(l, NhwcLaunch { tbn: 64, splits: 1 });
+    // 1x8x4x4 with 200 outputs: 1 x 2 blocks, depth 72 (3 stages) -> split cap 1.
+    let l = NhwcLaunch::choose(&geo(1, 8, 200, 4), 132);
+    assert_eq!(
+        l,
+        NhwcLaunch {
+            tbn: 128,
+            splits: 1
+        }
+    );
 }

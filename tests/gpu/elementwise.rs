@@ -1,13 +1,15 @@
-//! kernels/elementwise.cu vs src/backend/cpu/{elementwise,binary}.rs and src/ops/{unary,cast}.rs:
-//! every unary op and its backward, binary ops through every Reach, affine, clamp (+ backward),
-//! powf (+ backward) and the six casts (bit-exact against the `half` crate).
+//! backend::cuda::elementwise (kernels/elementwise.cu) vs src/backend/cpu/{elementwise,binary}.rs
+//! and src/ops/{unary,cast}.rs: every unary op and its backward, binary ops through every Reach,
+//! affine, clamp (+ backward), powf (+ backward) and the six casts (bit-exact against the `half`
+//! crate). Unknown op codes (which the typed launch functions cannot pass) launch directly.
 
 use crate::support::*;
-use cudarc::driver::{CudaView, CudaViewMut, DeviceRepr};
+use cudarc::driver::DeviceRepr;
 use half::{bf16, f16};
 use medsyn::backend::cpu::binary::{self as cpu_bin, Binary, Reach};
 use medsyn::backend::cpu::elementwise::{self as cpu_ew, Unary};
-use medsyn::cuda::gpu::{round_to, suffix};
+use medsyn::backend::cuda::elementwise::{self as gpu_ew, Launch};
+use medsyn::cuda::gpu::{round_to, suffix, Ptr};
 use medsyn::cuda::{DevBuf, Gpu};
 use medsyn::tensor::{DType, Tensor};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -75,7 +77,15 @@ fn esize(dt: DType) -> usize {
     }
 }
 
-/// Block 256, P = 16 / sizeof(T) elements per thread-step, grid ceil(n / (256·P)) capped.
+/// The library's launch with the grid capped at `cap` (NO_CAP: its default grid).
+fn launch(cap: u32) -> Launch {
+    Launch {
+        max_blocks: (cap != NO_CAP).then_some(cap),
+    }
+}
+
+/// Block 256, P = 16 / sizeof(T) elements per thread-step, grid ceil(n / (256·P)) capped (the
+/// direct launches of unknown op codes).
 fn cfg_for(n: usize, dt: DType, cap: u32) -> LaunchConfig {
     let per_block = 256 * (16 / esize(dt));
     grid((n.div_ceil(per_block) as u32).clamp(1, cap), 256, 0)
@@ -89,8 +99,8 @@ fn upload_at(g: &Gpu, vals: &[f32], off: usize, dt: DType) -> DevBuf {
 }
 
 /// The buffer from element `off` on.
-fn at(b: &DevBuf, off: usize) -> CudaView<'_, u8> {
-    b.bytes.slice(off * esize(b.dtype)..)
+fn at(b: &DevBuf, off: usize) -> Ptr {
+    b.ptr().offset(off).unwrap()
 }
 
 /// A poisoned output of n elements at offset `off` with GUARD poisoned elements after it.
@@ -106,11 +116,9 @@ impl Out {
         Out { buf, off, n }
     }
 
-    fn view(&mut self) -> CudaViewMut<'_, u8> {
-        let s = esize(self.buf.dtype);
-        self.buf
-            .bytes
-            .slice_mut(self.off * s..(self.off + self.n) * s)
+    /// The output's n elements (and the GUARD after them) as a launch argument.
+    fn ptr(&self) -> Ptr {
+        self.buf.ptr().offset(self.off).unwrap()
     }
 
     /// The n outputs; panics when anything outside them was written.
@@ -155,15 +163,6 @@ fn f32_tensor(v: &[f32]) -> Tensor {
     Tensor::from_vec(v.to_vec(), &[v.len()]).unwrap()
 }
 
-/// The `(mode, inner)` kernel arguments of a Reach (inner is ignored for Full: pass 0).
-fn reach_arg(r: Reach) -> (i32, i64) {
-    match r {
-        Reach::Full => (0, 0),
-        Reach::Trailing(k) => (1, k as i64),
-        Reach::Leading(k) => (2, k as i64),
-    }
-}
-
 fn operand_len(r: Reach, n: usize) -> usize {
     match r {
         Reach::Full => n,
@@ -192,7 +191,8 @@ fn cu_enum(name: &str) -> Vec<(String, i32)> {
         .collect()
 }
 
-/// Needs no GPU: the op codes the kernels switch on are the Rust enums' discriminants.
+/// Needs no GPU: the op codes the kernels switch on are the Rust enums' discriminants (what
+/// backend::cuda::elementwise passes) and the library's Reach codes.
 #[test]
 fn op_codes_match_rust_enums() {
     let unary = cu_enum("UnaryOp");
@@ -220,7 +220,7 @@ fn op_codes_match_rust_enums() {
         let code = modes.iter().find(|(k, _)| k == name).map(|e| e.1);
         assert_eq!(
             code,
-            Some(reach_arg(r).0),
+            Some(gpu_ew::reach_code(r).0),
             "Reach {r:?} vs ReachMode::{name}"
         );
     }
@@ -266,12 +266,7 @@ fn unary_case(
     cap: u32,
     seed: u64,
 ) {
-    let s = suffix(dt).unwrap();
-    let fwd = g.function("elementwise", &format!("unary_{s}")).unwrap();
-    let bwd = g
-        .function("elementwise", &format!("unary_backward_{s}"))
-        .unwrap();
-    let (code, nn, cfg) = (op as i32, n as i64, cfg_for(n, dt, cap));
+    let l = launch(cap);
 
     let x = with_specials(uniform_as(seed, n, lo, hi, dt), dt);
     let want_y = round_to(&cpu_ew::unary(op, &x), dt);
@@ -291,34 +286,15 @@ fn unary_case(
     );
 
     let xd = upload_at(g, &x, off, dt);
-    let mut y = Out::new(g, n, off, dt);
-    unsafe {
-        g.stream()
-            .launch_builder(&fwd)
-            .arg(&code)
-            .arg(&nn)
-            .arg(&at(&xd, off))
-            .arg(&mut y.view())
-            .launch(cfg)
-    }
-    .unwrap();
+    let y = Out::new(g, n, off, dt);
+    gpu_ew::unary(g, op, at(&xd, off), y.ptr(), n, l).unwrap();
     let xbd = upload_at(g, &xb, off, dt);
     let ybd = upload_at(g, &yb, off, dt);
     let dyd = upload_at(g, &dy, off, dt);
     let y_arg = if reads_y { &ybd } else { &xbd };
-    let mut dx = Out::new(g, n, off, dt);
-    unsafe {
-        g.stream()
-            .launch_builder(&bwd)
-            .arg(&code)
-            .arg(&nn)
-            .arg(&at(&xbd, off))
-            .arg(&at(y_arg, off))
-            .arg(&at(&dyd, off))
-            .arg(&mut dx.view())
-            .launch(cfg)
-    }
-    .unwrap();
+    let dx = Out::new(g, n, off, dt);
+    let (xp, yp, dyp) = (at(&xbd, off), at(y_arg, off), at(&dyd, off));
+    gpu_ew::unary_backward(g, op, xp, yp, dyp, dx.ptr(), n, l).unwrap();
     let got_y = y.read(g, "unary");
     let got_dx = dx.read(g, "unary_backward");
     // CUDA's expf/erfcf/tanhf/sinf differ from the CPU's by a few f32 ulp.
@@ -451,8 +427,6 @@ fn binary_case(
     cap: u32,
     seed: u64,
 ) {
-    let s = suffix(dt).unwrap();
-    let f = g.function("elementwise", &format!("binary_{s}")).unwrap();
     let mut a = uniform_as(seed, operand_len(ra, n), -4.0, 4.0, dt);
     let mut b = uniform_as(seed + 1, operand_len(rb, n), -4.0, 4.0, dt);
     if a.len() >= 16 {
@@ -470,26 +444,11 @@ fn binary_case(
         b[10] = f32::NEG_INFINITY;
     }
     let want = round_to(&cpu_bin::binary(op, &a, ra, &b, rb, n), dt);
-    let (code, nn) = (op as i32, n as i64);
-    let ((ma, ia), (mb, ib)) = (reach_arg(ra), reach_arg(rb));
     let ad = upload_at(g, &a, off, dt);
     let bd = upload_at(g, &b, off, dt);
-    let mut o = Out::new(g, n, off, dt);
-    unsafe {
-        g.stream()
-            .launch_builder(&f)
-            .arg(&code)
-            .arg(&nn)
-            .arg(&at(&ad, off))
-            .arg(&ma)
-            .arg(&ia)
-            .arg(&at(&bd, off))
-            .arg(&mb)
-            .arg(&ib)
-            .arg(&mut o.view())
-            .launch(cfg_for(n, dt, cap))
-    }
-    .unwrap();
+    let o = Out::new(g, n, off, dt);
+    let (ap, bp) = (at(&ad, off), at(&bd, off));
+    gpu_ew::binary(g, op, ap, ra, bp, rb, o.ptr(), n, launch(cap)).unwrap();
     let got = o.read(g, "binary");
     check(&format!("binary({})", op.name()), dt, &got, &want, 0.0, 0.0);
 }
@@ -514,47 +473,22 @@ fn affine_clamp_and_clamp_backward_match_cpu() {
 }
 
 fn affine_clamp_case(g: &Gpu, dt: DType, n: usize, off: usize, cap: u32, seed: u64) {
-    let s = suffix(dt).unwrap();
-    let (nn, cfg) = (n as i64, cfg_for(n, dt, cap));
+    let l = launch(cap);
     let x = with_specials(uniform_as(seed, n, -3.0, 3.0, dt), dt);
     let xd = upload_at(g, &x, off, dt);
     let xt = f32_tensor(&x);
 
-    let f = g.function("elementwise", &format!("affine_{s}")).unwrap();
     for (mul, add) in [(1.7f64, -0.3f64), (-3.0, 0.0), (0.5, 1e-3)] {
         let want = round_to(&xt.affine(mul, add).unwrap().to_vec_f32(), dt);
-        let (m, a) = (mul as f32, add as f32);
-        let mut y = Out::new(g, n, off, dt);
-        unsafe {
-            g.stream()
-                .launch_builder(&f)
-                .arg(&nn)
-                .arg(&at(&xd, off))
-                .arg(&m)
-                .arg(&a)
-                .arg(&mut y.view())
-                .launch(cfg)
-        }
-        .unwrap();
+        let y = Out::new(g, n, off, dt);
+        gpu_ew::affine(g, at(&xd, off), y.ptr(), n, mul, add, l).unwrap();
         check("affine", dt, &y.read(g, "affine"), &want, 0.0, 0.0);
     }
 
-    let f = g.function("elementwise", &format!("clamp_{s}")).unwrap();
     for (lo, hi) in [(-0.3f64, 0.75f64), (-1.0, -1.0), (f64::NEG_INFINITY, 0.5)] {
         let want = round_to(&xt.clamp(lo, hi).unwrap().to_vec_f32(), dt);
-        let (l, h) = (lo as f32, hi as f32);
-        let mut y = Out::new(g, n, off, dt);
-        unsafe {
-            g.stream()
-                .launch_builder(&f)
-                .arg(&nn)
-                .arg(&at(&xd, off))
-                .arg(&l)
-                .arg(&h)
-                .arg(&mut y.view())
-                .launch(cfg)
-        }
-        .unwrap();
+        let y = Out::new(g, n, off, dt);
+        gpu_ew::clamp(g, at(&xd, off), y.ptr(), n, lo, hi, l).unwrap();
         check("clamp", dt, &y.read(g, "clamp"), &want, 0.0, 0.0);
     }
 
@@ -566,9 +500,6 @@ fn affine_clamp_case(g: &Gpu, dt: DType, n: usize, off: usize, cap: u32, seed: u
     let dy = uniform_as(seed + 2, n, 0.5, 1.5, dt);
     let xbd = upload_at(g, &xb, off, dt);
     let dyd = upload_at(g, &dy, off, dt);
-    let f = g
-        .function("elementwise", &format!("clamp_backward_{s}"))
-        .unwrap();
     for (lo, hi) in [(-0.5f64, 0.75f64), (-0.3, 0.3), (-1.0, -1.0)] {
         // ClampBack: dy where lo <= x <= hi compared in f64, else 0.
         let want: Vec<f32> = xb
@@ -583,19 +514,9 @@ fn affine_clamp_case(g: &Gpu, dt: DType, n: usize, off: usize, cap: u32, seed: u
                 }
             })
             .collect();
-        let mut dx = Out::new(g, n, off, dt);
-        unsafe {
-            g.stream()
-                .launch_builder(&f)
-                .arg(&nn)
-                .arg(&at(&xbd, off))
-                .arg(&at(&dyd, off))
-                .arg(&lo)
-                .arg(&hi)
-                .arg(&mut dx.view())
-                .launch(cfg)
-        }
-        .unwrap();
+        let dx = Out::new(g, n, off, dt);
+        let (xp, dyp) = (at(&xbd, off), at(&dyd, off));
+        gpu_ew::clamp_backward(g, xp, dyp, dx.ptr(), n, lo, hi, l).unwrap();
         check(
             "clamp_backward",
             dt,
@@ -628,8 +549,7 @@ fn powf_and_backward_match_cpu() {
 
 #[allow(clippy::too_many_arguments)]
 fn powf_case(g: &Gpu, dt: DType, n: usize, off: usize, cap: u32, p: f64, seed: u64) {
-    let s = suffix(dt).unwrap();
-    let (nn, cfg) = (n as i64, cfg_for(n, dt, cap));
+    let l = launch(cap);
     let mut x = uniform_as(seed, n, 0.05, 4.0, dt);
     if n >= 64 {
         let sp = [
@@ -646,19 +566,8 @@ fn powf_case(g: &Gpu, dt: DType, n: usize, off: usize, cap: u32, p: f64, seed: u
     }
     let want = round_to(&f32_tensor(&x).powf(p).unwrap().to_vec_f32(), dt);
     let xd = upload_at(g, &x, off, dt);
-    let pf = p as f32;
-    let f = g.function("elementwise", &format!("powf_{s}")).unwrap();
-    let mut y = Out::new(g, n, off, dt);
-    unsafe {
-        g.stream()
-            .launch_builder(&f)
-            .arg(&nn)
-            .arg(&at(&xd, off))
-            .arg(&pf)
-            .arg(&mut y.view())
-            .launch(cfg)
-    }
-    .unwrap();
+    let y = Out::new(g, n, off, dt);
+    gpu_ew::powf(g, at(&xd, off), y.ptr(), n, p, l).unwrap();
     check("powf", dt, &y.read(g, "powf"), &want, 1e-6, rtol(dt));
 
     if p == 0.0 {
@@ -672,25 +581,11 @@ fn powf_case(g: &Gpu, dt: DType, n: usize, off: usize, cap: u32, p: f64, seed: u
         .unwrap()
         .to_vec_f32();
     let want = round_to(&want, dt);
-    let pm1 = (p - 1.0) as f32;
     let xbd = upload_at(g, &xb, off, dt);
     let dyd = upload_at(g, &dy, off, dt);
-    let f = g
-        .function("elementwise", &format!("powf_backward_{s}"))
-        .unwrap();
-    let mut dx = Out::new(g, n, off, dt);
-    unsafe {
-        g.stream()
-            .launch_builder(&f)
-            .arg(&nn)
-            .arg(&at(&xbd, off))
-            .arg(&at(&dyd, off))
-            .arg(&pf)
-            .arg(&pm1)
-            .arg(&mut dx.view())
-            .launch(cfg)
-    }
-    .unwrap();
+    let dx = Out::new(g, n, off, dt);
+    let (xp, dyp) = (at(&xbd, off), at(&dyd, off));
+    gpu_ew::powf_backward(g, xp, dyp, dx.ptr(), n, p, l).unwrap();
     check(
         "powf_backward",
         dt,
@@ -787,34 +682,34 @@ fn nanbf(b: u64) -> bool {
     (b & 0x7fff) > 0x7f80
 }
 
-/// Runs cast kernel `name` over `src` placed at element offset `off`; returns the outputs
-/// (checking the poisoned guard around them).
+/// The dtypes of cast kernel `cast_S_D`.
+fn cast_dtypes(name: &str) -> (DType, DType) {
+    let dt = |s: &str| match s {
+        "f32" => DType::F32,
+        "f16" => DType::F16,
+        "bf16" => DType::BF16,
+        other => panic!("{name}: dtype {other}"),
+    };
+    let mut parts = name.strip_prefix("cast_").unwrap().split('_');
+    (dt(parts.next().unwrap()), dt(parts.next().unwrap()))
+}
+
+/// Runs cast kernel `name` (through gpu_ew::cast) over `src` placed at element offset `off`;
+/// returns the outputs (checking the poisoned guard around them).
 fn run_cast<S, D>(g: &Gpu, name: &str, src: &[S], off: usize, cap: u32) -> Vec<D>
 where
     S: DeviceRepr + Copy + Default,
     D: DeviceRepr + Copy + Default + Into<u64>,
 {
     let n = src.len();
-    let f = g.function("elementwise", name).unwrap();
+    let (sdt, ddt) = cast_dtypes(name);
     let mut host = vec![S::default(); off];
     host.extend_from_slice(src);
     let sd = g.upload(&host).unwrap();
-    let mut dd = g.poisoned::<D>(off + n + GUARD).unwrap();
-    let nn = n as i64;
-    let cfg = grid((n.div_ceil(256 * 4) as u32).clamp(1, cap), 256, 0);
-    {
-        let sv = sd.slice(off..);
-        let mut dv = dd.slice_mut(off..off + n);
-        unsafe {
-            g.stream()
-                .launch_builder(&f)
-                .arg(&nn)
-                .arg(&sv)
-                .arg(&mut dv)
-                .launch(cfg)
-        }
-        .unwrap();
-    }
+    let dd = g.poisoned::<D>(off + n + GUARD).unwrap();
+    let sp = g.ptr_of(&sd, sdt).offset(off).unwrap();
+    let dp = g.ptr_of(&dd, ddt).offset(off).unwrap();
+    gpu_ew::cast(g, sp, dp, n, launch(cap)).unwrap();
     let all = g.download(&dd).unwrap();
     let ones = u64::MAX >> (64 - 8 * std::mem::size_of::<D>());
     let stray = all[..off]
@@ -936,4 +831,41 @@ fn casts_are_bit_exact_against_half() {
         });
     }
     finish(fails);
+}
+
+#[test]
+fn elementwise_refuses_bad_buffers() {
+    let Some(g) = gpu() else { return };
+    let dt = DType::F32;
+    let l = Launch::default();
+    let x = g.upload_as(&[0.5; 10], dt).unwrap();
+    let y = g.poisoned_as(9, dt).unwrap();
+    let err = gpu_ew::unary(g, Unary::Exp, x.ptr(), y.ptr(), 10, l).unwrap_err();
+    assert!(err.to_string().contains("output holds 9 elements"), "{err}");
+    let bh = g.upload_as(&[0.5; 10], DType::BF16).unwrap();
+    let out = g.poisoned_as(10, dt).unwrap();
+    let (xp, bp, op) = (x.ptr(), bh.ptr(), out.ptr());
+    let err = gpu_ew::binary(g, Binary::Add, xp, Reach::Full, bp, Reach::Full, op, 10, l);
+    let err = err.unwrap_err();
+    assert!(err.to_string().contains("expected F32"), "{err}");
+    // A Leading(3) operand over 10 outputs needs 4 elements.
+    let short = g.upload_as(&[0.5; 3], dt).unwrap();
+    let sp = short.ptr();
+    let err = gpu_ew::binary(
+        g,
+        Binary::Mul,
+        xp,
+        Reach::Full,
+        sp,
+        Reach::Leading(3),
+        op,
+        10,
+        l,
+    );
+    let err = err.unwrap_err();
+    assert!(err.to_string().contains("b holds 3 elements"), "{err}");
+    let err = gpu_ew::affine(g, xp, xp, 10, 2.0, 0.0, l).unwrap_err();
+    assert!(err.to_string().contains("overlaps"), "{err}");
+    let err = gpu_ew::cast(g, xp, op, 10, l).unwrap_err();
+    assert!(err.to_string().contains("identity"), "{err}");
 }

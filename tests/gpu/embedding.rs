@@ -1,8 +1,9 @@
-//! kernels/embedding.cu vs src/ops/embedding.rs (row gather, out-of-range ids, scatter-add
-//! backward into an f32 table gradient).
+//! backend::cuda::embedding (kernels/embedding.cu) vs src/ops/embedding.rs (row gather,
+//! out-of-range ids, scatter-add backward into an f32 table gradient).
 
 use crate::support::*;
-use medsyn::cuda::gpu::suffix;
+use medsyn::backend::cuda::embedding as gpu_embedding;
+use medsyn::cuda::gpu::{suffix, Ptr};
 use medsyn::cuda::Gpu;
 use medsyn::tensor::DType;
 use medsyn::Tensor;
@@ -16,29 +17,6 @@ const CASES: [(usize, usize, usize, usize); 5] = [
     (13, 3, 5, 17),
     (7, 2056, 2056, 45),
 ];
-
-/// The contract's block (BX, BY) and grid for `n_ids` rows of `dim` with `p` elements per
-/// thread access.
-fn launch(n_ids: usize, dim: usize, p: usize) -> LaunchConfig {
-    let bx = (dim.div_ceil(p).div_ceil(32) * 32).min(256) as u32;
-    let by = (256 / bx).max(1);
-    LaunchConfig {
-        grid_dim: ((n_ids as u32).div_ceil(by), 1, 1),
-        block_dim: (bx, by, 1),
-        shared_mem_bytes: 0,
-    }
-}
-
-/// The vector width the contract picks for a table of `dt` (P = 16/sizeof(T) when dim and ld
-/// allow, else 1).
-fn pack(dt: DType, dim: usize, ld: usize) -> usize {
-    let p = if dt == DType::F32 { 4 } else { 8 };
-    if dim.is_multiple_of(p) && ld.is_multiple_of(p) {
-        p
-    } else {
-        1
-    }
-}
 
 /// Ids in [0, vocab) (each repeated about n_ids/vocab times), deterministic in `seed`.
 fn ids_for(seed: u64, n: usize, vocab: usize) -> Vec<i64> {
@@ -62,25 +40,13 @@ fn run_forward(
     let n_ids = ids.len();
     let idd = g.upload(ids).unwrap();
     let wd = g.upload_as(table, dt).unwrap();
-    let mut out = g.poisoned_as(n_ids * dim, dt).unwrap();
-    let f = g
-        .function("embedding", &format!("embedding_{}", suffix(dt).unwrap()))
-        .unwrap();
-    let (n, v, d, l) = (n_ids as i64, vocab as i64, dim as i64, ld as i64);
-    let null = 0u64;
-    let mut b = g.stream().launch_builder(&f);
-    b.arg(&n)
-        .arg(&v)
-        .arg(&d)
-        .arg(&l)
-        .arg(&idd)
-        .arg(&wd.bytes)
-        .arg(&mut out.bytes);
-    match bad {
-        Some(flag) => b.arg(flag),
-        None => b.arg(&null),
+    let out = g.poisoned_as(n_ids * dim, dt).unwrap();
+    let flag = match bad {
+        Some(flag) => g.ptr_of(flag, DType::I32),
+        None => Ptr::null(DType::I32),
     };
-    unsafe { b.launch(launch(n_ids, dim, pack(dt, dim, ld))) }.unwrap();
+    let ids_p = g.ptr_of(&idd, DType::I64);
+    gpu_embedding::embedding(g, ids_p, wd.ptr(), out.ptr(), flag, n_ids, vocab, dim, ld).unwrap();
     g.download_f32(&out).unwrap()
 }
 
@@ -171,26 +137,10 @@ fn embedding_backward_matches_cpu() {
             let n_dev = ids.len();
             let idd = g.upload(&ids).unwrap();
             let gd = g.upload_as(&gy_dev, dt).unwrap();
-            let mut dw = g.zeros::<f32>(vocab * dim).unwrap();
-            let f = g
-                .function(
-                    "embedding",
-                    &format!("embedding_backward_{}", suffix(dt).unwrap()),
-                )
-                .unwrap();
-            let (n, v, d) = (n_dev as i64, vocab as i64, dim as i64);
-            unsafe {
-                g.stream()
-                    .launch_builder(&f)
-                    .arg(&n)
-                    .arg(&v)
-                    .arg(&d)
-                    .arg(&idd)
-                    .arg(&gd.bytes)
-                    .arg(&mut dw)
-                    .launch(launch(n_dev, dim, 1))
-            }
-            .unwrap();
+            let dw = g.zeros::<f32>(vocab * dim).unwrap();
+            let ids_p = g.ptr_of(&idd, DType::I64);
+            let dw_p = g.ptr_of(&dw, DType::F32);
+            gpu_embedding::embedding_backward(g, ids_p, gd.ptr(), dw_p, n_dev, vocab, dim).unwrap();
             let got = g.download(&dw).unwrap();
             // f32 sums of up to `reps` rows in another order (atomics).
             let reps = (0..vocab)
@@ -207,4 +157,38 @@ fn embedding_backward_matches_cpu() {
             );
         }
     }
+}
+
+#[test]
+fn embedding_refuses_short_buffers_and_wrong_dtypes() {
+    let Some(g) = gpu() else { return };
+    let dt = DType::F32;
+    let ids = g.upload(&[0i64, 1, 2]).unwrap();
+    let ids_p = g.ptr_of(&ids, DType::I64);
+    let w = g.upload_as(&[0.0; 12], dt).unwrap();
+    let out = g.poisoned_as(11, dt).unwrap();
+    let null = Ptr::null(DType::I32);
+    let err = gpu_embedding::embedding(g, ids_p, w.ptr(), out.ptr(), null, 3, 3, 4, 4).unwrap_err();
+    assert!(
+        err.to_string().contains("output holds 11 elements"),
+        "{err}"
+    );
+    // A table one row short of vocab = 4.
+    let out = g.poisoned_as(12, dt).unwrap();
+    let err = gpu_embedding::embedding(g, ids_p, w.ptr(), out.ptr(), null, 3, 4, 4, 4).unwrap_err();
+    assert!(
+        err.to_string().contains("weight holds 12 elements"),
+        "{err}"
+    );
+    // i32 ids, a bf16 output for an f32 table, a bf16 gradient table.
+    let ids32 = g.ptr_of(&ids, DType::I32);
+    let err = gpu_embedding::embedding(g, ids32, w.ptr(), out.ptr(), null, 3, 3, 4, 4).unwrap_err();
+    assert!(err.to_string().contains("expected I64"), "{err}");
+    let outh = g.poisoned_as(12, DType::BF16).unwrap();
+    let err =
+        gpu_embedding::embedding(g, ids_p, w.ptr(), outh.ptr(), null, 3, 3, 4, 4).unwrap_err();
+    assert!(err.to_string().contains("expected BF16"), "{err}");
+    let err =
+        gpu_embedding::embedding_backward(g, ids_p, w.ptr(), outh.ptr(), 3, 3, 4).unwrap_err();
+    assert!(err.to_string().contains("expected F32"), "{err}");
 }

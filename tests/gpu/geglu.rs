@@ -1,8 +1,9 @@
-//! kernels/geglu.cu vs src/backend/cpu/geglu.rs (geglu forward and backward, packed and scalar rows).
+//! backend::cuda::geglu (kernels/geglu.cu) vs src/backend/cpu/geglu.rs (geglu forward and
+//! backward, packed and scalar rows), and its argument checks.
 
 use crate::support::*;
 use medsyn::backend::cpu::geglu as cpu;
-use medsyn::cuda::gpu::suffix;
+use medsyn::backend::cuda::geglu::{self as gpu_geglu, GegluLaunch};
 use medsyn::tensor::DType;
 
 /// (rows, d, grid cap): odd widths (scalar path), widths packed for f32 only (d % 4 == 0,
@@ -18,21 +19,6 @@ const CASES: [(usize, usize, u32); 7] = [
     (11, 1283, u32::MAX),
 ];
 
-/// The contract's launch: BX = min(256, roundup32(ceil(d / P))), BY = max(1, 256 / BX),
-/// grid = min(ceil(rows / BY), cap).
-fn launch_cfg(rows: usize, d: usize, dt: DType, cap: u32) -> LaunchConfig {
-    let pack = if dt == DType::F32 { 4 } else { 8 };
-    let p = if d.is_multiple_of(pack) { pack } else { 1 };
-    let bx = (d.div_ceil(p).div_ceil(32) * 32).clamp(32, 256) as u32;
-    let by = (256 / bx).max(1);
-    let blocks = ((rows as u32).div_ceil(by)).clamp(1, cap);
-    LaunchConfig {
-        grid_dim: (blocks, 1, 1),
-        block_dim: (bx, by, 1),
-        shared_mem_bytes: 0,
-    }
-}
-
 #[test]
 fn geglu_forward_and_backward_match_cpu() {
     for (case, &(rows, d, cap)) in CASES.iter().enumerate() {
@@ -47,34 +33,11 @@ fn geglu_forward_and_backward_match_cpu() {
 
             let xd = g.upload_as(&x, dt).unwrap();
             let dyd = g.upload_as(&dy, dt).unwrap();
-            let mut yd = g.poisoned_as(rows * d, dt).unwrap();
-            let mut dxd = g.poisoned_as(rows * 2 * d, dt).unwrap();
-            let s = suffix(dt).unwrap();
-            let (r, dd) = (rows as i64, d as i64);
-            let cfg = launch_cfg(rows, d, dt, cap);
-            let f = g.function("geglu", &format!("geglu_{s}")).unwrap();
-            unsafe {
-                g.stream()
-                    .launch_builder(&f)
-                    .arg(&r)
-                    .arg(&dd)
-                    .arg(&xd.bytes)
-                    .arg(&mut yd.bytes)
-                    .launch(cfg)
-            }
-            .unwrap();
-            let f = g.function("geglu", &format!("geglu_backward_{s}")).unwrap();
-            unsafe {
-                g.stream()
-                    .launch_builder(&f)
-                    .arg(&r)
-                    .arg(&dd)
-                    .arg(&xd.bytes)
-                    .arg(&dyd.bytes)
-                    .arg(&mut dxd.bytes)
-                    .launch(cfg)
-            }
-            .unwrap();
+            let yd = g.poisoned_as(rows * d, dt).unwrap();
+            let dxd = g.poisoned_as(rows * 2 * d, dt).unwrap();
+            let launch = GegluLaunch { grid_cap: cap };
+            gpu_geglu::geglu(g, xd.ptr(), yd.ptr(), rows, d, launch).unwrap();
+            gpu_geglu::geglu_backward(g, xd.ptr(), dyd.ptr(), dxd.ptr(), rows, d, launch).unwrap();
             let y = g.download_f32(&yd).unwrap();
             let dx = g.download_f32(&dxd).unwrap();
             // erfcf/expf vs vmath's polynomials: a few f32 ulp, plus an absolute floor for
@@ -83,4 +46,25 @@ fn geglu_forward_and_backward_match_cpu() {
             check("geglu_backward", dt, &dx, &want_dx, 1e-5, rtol(dt));
         }
     }
+}
+
+#[test]
+fn geglu_refuses_short_buffers_and_mixed_dtypes() {
+    let Some(g) = gpu() else { return };
+    let dt = DType::F32;
+    let x = g.upload_as(&[0.0; 24], dt).unwrap();
+    let y = g.poisoned_as(11, dt).unwrap();
+    let err = gpu_geglu::geglu(g, x.ptr(), y.ptr(), 3, 4, GegluLaunch::default()).unwrap_err();
+    assert!(err.to_string().contains("y holds 11 elements"), "{err}");
+    let err = gpu_geglu::geglu(g, x.ptr(), y.ptr(), 3, 5, GegluLaunch::default()).unwrap_err();
+    assert!(err.to_string().contains("x holds 24 elements"), "{err}");
+    let yh = g.poisoned_as(12, DType::BF16).unwrap();
+    let err = gpu_geglu::geglu(g, x.ptr(), yh.ptr(), 3, 4, GegluLaunch::default()).unwrap_err();
+    assert!(err.to_string().contains("expected F32"), "{err}");
+    let dy = g.poisoned_as(12, dt).unwrap();
+    let dx = g.poisoned_as(23, dt).unwrap();
+    let err =
+        gpu_geglu::geglu_backward(g, x.ptr(), dy.ptr(), dx.ptr(), 3, 4, GegluLaunch::default())
+            .unwrap_err();
+    assert!(err.to_string().contains("dx holds 23 elements"), "{err}");
 }

@@ -1,10 +1,12 @@
-//! kernels/group_norm.cu vs src/backend/cpu/norm.rs (group_norm / group_norm_silu forward with
-//! saved mean/rstd over split units, and the backward: per-row sums, dx, dweight/dbias).
+//! backend::cuda::group_norm (kernels/group_norm.cu) vs src/backend/cpu/norm.rs (group_norm /
+//! group_norm_silu forward with saved mean/rstd over split units, and the backward: per-row
+//! sums, dx, dweight/dbias), and its argument checks.
 
 use crate::support::*;
-use cudarc::driver::{CudaSlice, LaunchArgs};
 use medsyn::backend::cpu::norm::{self as cpu, Affine, GroupShape, Needs};
-use medsyn::cuda::gpu::suffix;
+use medsyn::backend::cuda::group_norm::{self as gpu_gn, GroupNormLaunch};
+use medsyn::cuda::gpu::{suffix, Ptr};
+use medsyn::DType;
 
 /// One GroupNorm problem and its launch shape.
 struct Case {
@@ -69,21 +71,6 @@ const CASES: [Case; 10] = [
     case((2, 320, 4096, 32), (5, M), (512, 256), true, true, 1e-5),
 ];
 
-/// Pushes a device pointer, or a null pointer when absent.
-fn push<'a, T>(b: &mut LaunchArgs<'a>, p: Option<&'a CudaSlice<T>>, null: &'a u64) {
-    match p {
-        Some(p) => b.arg(p),
-        None => b.arg(null),
-    };
-}
-
-fn push_mut<'a, T>(b: &mut LaunchArgs<'a>, p: Option<&'a mut CudaSlice<T>>, null: &'a u64) {
-    match p {
-        Some(p) => b.arg(p),
-        None => b.arg(null),
-    };
-}
-
 #[test]
 fn group_norm_forward_and_backward_match_cpu() {
     for (ci, c) in CASES.iter().enumerate() {
@@ -125,106 +112,61 @@ fn group_norm_forward_and_backward_match_cpu() {
             let Some(g) = gpu() else { continue };
 
             let s = suffix(dt).unwrap();
-            let null = 0u64;
-            let (bb, cc, ss, gg) = (batch as i64, channels as i64, spatial as i64, groups as i64);
-            let (eps, silu) = (c.eps, c.silu as i32);
             let xd = g.upload_as(&x, dt).unwrap();
             let dyd = g.upload_as(&dy, dt).unwrap();
             let wd = w.as_ref().map(|v| g.upload_as(v, dt).unwrap());
             let bd = b.as_ref().map(|v| g.upload_as(v, dt).unwrap());
-            let wp = || wd.as_ref().map(|d| &d.bytes);
-            let bp = || bd.as_ref().map(|d| &d.bytes);
-            let mut yd = g.poisoned_as(len, dt).unwrap();
-            let mut dxd = g.poisoned_as(len, dt).unwrap();
-            let mut dwd = g.poisoned_as(channels, dt).unwrap();
-            let mut dbd = g.poisoned_as(channels, dt).unwrap();
-            let mut partial = g.poisoned::<f32>(2 * units * c.splits as usize).unwrap();
-            let mut mean = g.poisoned::<f32>(units).unwrap();
-            let mut rstd = g.poisoned::<f32>(units).unwrap();
-            let mut sums = g.poisoned::<f32>(2 * batch * channels).unwrap();
-            let unit_grid = |block: u32| LaunchConfig {
-                grid_dim: ((units as u32).min(c.cap), c.splits, 1),
-                block_dim: (block, 1, 1),
-                shared_mem_bytes: 0,
+            let wp = wd.as_ref().map_or(Ptr::null(dt), |d| d.ptr());
+            let bp = bd.as_ref().map_or(Ptr::null(dt), |d| d.ptr());
+            let yd = g.poisoned_as(len, dt).unwrap();
+            let dxd = g.poisoned_as(len, dt).unwrap();
+            let dwd = g.poisoned_as(channels, dt).unwrap();
+            let dbd = g.poisoned_as(channels, dt).unwrap();
+            let mean = g.poisoned::<f32>(units).unwrap();
+            let rstd = g.poisoned::<f32>(units).unwrap();
+            let sums = g.poisoned::<f32>(2 * batch * channels).unwrap();
+            let f32p = |b| g.ptr_of(b, DType::F32);
+            let (mp, rp, sp) = (f32p(&mean), f32p(&rstd), f32p(&sums));
+            let launch = GroupNormLaunch {
+                splits: Some(c.splits),
+                grid_cap: Some(c.cap),
+                block_stats: Some(c.block_stats),
+                block_apply: Some(c.block_apply),
             };
-
-            // Forward: stats, then apply on the same grid.
-            let f = g
-                .function("group_norm", &format!("group_norm_stats_{s}"))
-                .unwrap();
-            let mut lb = g.stream().launch_builder(&f);
-            lb.arg(&bb)
-                .arg(&cc)
-                .arg(&ss)
-                .arg(&gg)
-                .arg(&xd.bytes)
-                .arg(&mut partial);
-            unsafe { lb.launch(unit_grid(c.block_stats)) }.unwrap();
-            let f = g
-                .function("group_norm", &format!("group_norm_apply_{s}"))
-                .unwrap();
-            let mut lb = g.stream().launch_builder(&f);
-            lb.arg(&bb)
-                .arg(&cc)
-                .arg(&ss)
-                .arg(&gg)
-                .arg(&eps)
-                .arg(&silu)
-                .arg(&xd.bytes);
-            push(&mut lb, wp(), &null);
-            push(&mut lb, bp(), &null);
-            lb.arg(&partial)
-                .arg(&mut yd.bytes)
-                .arg(&mut mean)
-                .arg(&mut rstd);
-            unsafe { lb.launch(unit_grid(c.block_apply)) }.unwrap();
-
-            // Backward: per-(batch, channel) sums, dx, dweight/dbias.
-            let rows = (batch * channels) as u32;
-            let (bx, by) = if spatial <= 1024 { (32, 8) } else { (256, 1) };
-            let scfg = LaunchConfig {
-                grid_dim: (rows.div_ceil(by).min(c.cap), 1, 1),
-                block_dim: (bx, by, 1),
-                shared_mem_bytes: 0,
-            };
-            let f = g
-                .function("group_norm", &format!("group_norm_backward_sums_{s}"))
-                .unwrap();
-            let mut lb = g.stream().launch_builder(&f);
-            lb.arg(&bb)
-                .arg(&cc)
-                .arg(&ss)
-                .arg(&gg)
-                .arg(&silu)
-                .arg(&xd.bytes)
-                .arg(&dyd.bytes);
-            push(&mut lb, wp(), &null);
-            push(&mut lb, bp(), &null);
-            lb.arg(&mean).arg(&rstd).arg(&mut sums);
-            unsafe { lb.launch(scfg) }.unwrap();
-            let f = g
-                .function("group_norm", &format!("group_norm_backward_dx_{s}"))
-                .unwrap();
-            let mut lb = g.stream().launch_builder(&f);
-            lb.arg(&bb)
-                .arg(&cc)
-                .arg(&ss)
-                .arg(&gg)
-                .arg(&silu)
-                .arg(&xd.bytes)
-                .arg(&dyd.bytes);
-            push(&mut lb, wp(), &null);
-            push(&mut lb, bp(), &null);
-            lb.arg(&mean).arg(&rstd).arg(&sums).arg(&mut dxd.bytes);
-            unsafe { lb.launch(unit_grid(c.block_apply)) }.unwrap();
-            let f = g
-                .function("group_norm", &format!("group_norm_backward_params_{s}"))
-                .unwrap();
-            let mut lb = g.stream().launch_builder(&f);
-            lb.arg(&bb).arg(&cc).arg(&sums);
-            push_mut(&mut lb, c.affine.then_some(&mut dwd.bytes), &null);
-            lb.arg(&mut dbd.bytes);
-            unsafe { lb.launch(grid((channels as u32).div_ceil(256), 256, 0)) }.unwrap();
+            let shape4 = (batch, channels, spatial, groups);
+            gpu_gn::group_norm(
+                g,
+                xd.ptr(),
+                wp,
+                bp,
+                yd.ptr(),
+                mp,
+                rp,
+                shape4,
+                c.eps,
+                c.silu,
+                launch,
+            )
+            .unwrap();
+            // dbias always, dweight only with affine (else null: must stay untouched).
+            let dwp = if c.affine { dwd.ptr() } else { Ptr::null(dt) };
+            gpu_gn::group_norm_backward(
+                g,
+                xd.ptr(),
+                dyd.ptr(),
+                wp,
+                bp,
+                mp,
+                rp,
+                sp,
+                dxd.ptr(),
+                dwp,
+                dbd.ptr(),
+                shape4,
+                c.silu,
+                launch,
+            )
+            .unwrap();
 
             let got_y = g.download_f32(&yd).unwrap();
             let got_mean = g.download(&mean).unwrap();
@@ -355,4 +297,87 @@ fn row_sums(
         out.push(sg as f32);
     }
     out
+}
+
+#[test]
+fn group_norm_refuses_short_buffers_and_bad_shapes() {
+    let Some(g) = gpu() else { return };
+    let dt = DType::F32;
+    let null = Ptr::null(dt);
+    let d = GroupNormLaunch::default();
+    let x = g.upload_as(&[0.0; 24], dt).unwrap();
+    let y = g.poisoned_as(23, dt).unwrap();
+    let shape = (2, 4, 3, 2);
+    let err = gpu_gn::group_norm(
+        g,
+        x.ptr(),
+        null,
+        null,
+        y.ptr(),
+        null,
+        null,
+        shape,
+        1e-5,
+        false,
+        d,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("y holds 23 elements"), "{err}");
+    let y = g.poisoned_as(24, dt).unwrap();
+    let err = gpu_gn::group_norm(
+        g,
+        x.ptr(),
+        null,
+        null,
+        y.ptr(),
+        null,
+        null,
+        (2, 4, 3, 3),
+        1e-5,
+        false,
+        d,
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("not a multiple of groups"),
+        "{err}"
+    );
+    let wh = g.poisoned_as(4, DType::F16).unwrap();
+    let err = gpu_gn::group_norm(
+        g,
+        x.ptr(),
+        wh.ptr(),
+        null,
+        y.ptr(),
+        null,
+        null,
+        shape,
+        1e-5,
+        false,
+        d,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("expected F32"), "{err}");
+    // The backward's sums scratch must hold 2·batch·channels floats.
+    let stats = g.poisoned::<f32>(4).unwrap();
+    let sums = g.poisoned::<f32>(15).unwrap();
+    let (sp, sums_p) = (g.ptr_of(&stats, DType::F32), g.ptr_of(&sums, DType::F32));
+    let err = gpu_gn::group_norm_backward(
+        g,
+        x.ptr(),
+        x.ptr(),
+        null,
+        null,
+        sp,
+        sp,
+        sums_p,
+        y.ptr(),
+        null,
+        null,
+        shape,
+        false,
+        d,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("sums holds 15 elements"), "{err}");
 }

@@ -2,10 +2,13 @@
 //! float64 reference of src/ops/loss/info_nce.rs's definition (itself checked against the twin).
 
 use crate::support::*;
-use cudarc::driver::sys::{CUdevice_attribute_enum, CUfunction_attribute_enum};
-use cudarc::driver::{CudaFunction, CudaSlice};
+use cudarc::driver::CudaSlice;
+use medsyn::backend::cuda::infonce::{
+    self as nce, backward_dp as bwd_dp, backward_smem as bwd_smem, forward_smem as fwd_smem,
+    suggested_group, ForwardScratch, InfoNceLaunch, Rows,
+};
 use medsyn::cuda::gpu::{round_to, suffix};
-use medsyn::cuda::{DevBuf, Gpu};
+use medsyn::cuda::Gpu;
 use medsyn::tensor::{DType, Tensor};
 use rayon::prelude::*;
 
@@ -56,41 +59,10 @@ const UNSPECIALISED: [Case; 6] = [
     case(37, 1000, 0.07, [0, 0, 0, 0], 0, 0),
 ];
 
-/// Contract: rows / columns per forward group, 128 * ceil(ceil(B/128) / 16).
-fn suggested_group(b: usize) -> usize {
-    128 * b.div_ceil(128).div_ceil(16)
-}
-
-/// Contract: FwdCfg<T>::smem(cpg), the same for every dtype.
-fn fwd_smem(cpg: usize) -> usize {
-    80896 + 8 * cpg
-}
-
-/// Contract: the padded width of the backward (None for d > 768).
-fn bwd_dp(d: usize) -> Option<usize> {
-    [128, 256, 512, 768].into_iter().find(|&dp| dp >= d)
-}
-
-/// The backward's (BM, BN) per dtype and DP (the MEDSYN_NCE_BWD instances).
-fn bwd_tiles(dt: DType, dp: usize) -> (usize, usize) {
-    match (dt, dp) {
-        (DType::F32, _) => (32, 32),
-        (_, 768) => (32, 64),
-        _ => (64, 64),
-    }
-}
-
-/// BwdCfg<T, DP, BM, BN>::smem(nbuf).
-fn bwd_smem(dt: DType, dp: usize, nbuf: usize) -> usize {
-    let (bm, bn) = bwd_tiles(dt, dp);
-    let (p, es) = if dt == DType::F32 { (4, 4) } else { (8, 2) };
-    let (ld, ldg) = (dp + p, bn + p);
-    (bm * ld + bm * ldg) * es + (bm + 2 * bn + 8) * 4 + nbuf * bn * ld * es
-}
-
 #[test]
 fn infonce_launch_sizes_match_contract() {
-    // The shared-memory table of the launch contract (CPU only: checks this file's formulas).
+    // The shared-memory table of the launch contract (CPU only: checks the launch functions'
+    // formulas).
     assert_eq!(fwd_smem(4096), 113664);
     let table: [(DType, usize, usize); 3] =
         [(DType::BF16, 1, 0), (DType::BF16, 2, 1), (DType::F32, 1, 2)];
@@ -332,46 +304,17 @@ fn check_within(name: &str, got: &[f32], want: &[f64], tol: &[f64]) {
     }
 }
 
-/// Entry point `name`, allowed the device's whole opt-in shared memory (always the same value:
-/// the tests run in parallel threads on the same CUfunction, so a per-launch value could race
-/// with another thread's smaller one). `smem` is what the launch will use.
-fn function(g: &Gpu, name: &str, smem: usize) -> CudaFunction {
-    let f = g.function("infonce", name).unwrap();
-    let static_smem = f
-        .get_attribute(CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES)
-        .unwrap() as usize;
-    let max = max_smem(g) - static_smem; // dynamic + static <= the opt-in limit
-    assert!(
-        smem <= max,
-        "{name}: {smem} bytes of shared memory exceed the device's {max}"
-    );
-    f.set_attribute(
-        CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-        max as i32,
-    )
-    .unwrap_or_else(|e| panic!("{name}: allowing {max} bytes of dynamic shared memory: {e}"));
-    f
-}
-
 fn max_smem(g: &Gpu) -> usize {
-    g.context()
-        .attribute(CUdevice_attribute_enum::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)
-        .unwrap() as usize
+    nce::max_smem(g).unwrap()
 }
 
-fn infonce_reduce(g: &Gpu, part: &CudaSlice<f32>, n: usize, factor: f32, out: &mut CudaSlice<f32>) {
-    let f = g.function("infonce", "infonce_reduce").unwrap();
-    let n = n as i32;
-    unsafe {
-        g.stream()
-            .launch_builder(&f)
-            .arg(part)
-            .arg(&n)
-            .arg(&factor)
-            .arg(out)
-            .launch(grid(1, 256, 0))
+/// The case's launch choice (rows / columns per group; 0 in the case: the default).
+fn launch_of(c: &Case, nbuf: Option<usize>) -> InfoNceLaunch {
+    InfoNceLaunch {
+        rpg: (c.rpg != 0).then_some(c.rpg),
+        cpg: (c.cpg != 0).then_some(c.cpg),
+        nbuf,
     }
-    .unwrap();
 }
 
 /// What the forward launches produce.
@@ -383,92 +326,37 @@ struct Forward {
     col_lse_dev: CudaSlice<f32>,
 }
 
-/// Launches 1-3 of the contract (stats, finish, reduce) with every output poisoned.
-#[allow(clippy::too_many_arguments)]
-fn forward(
-    g: &Gpu,
-    dt: DType,
-    c: &Case,
-    img: &DevBuf,
-    ld_img: usize,
-    txt: &DevBuf,
-    ld_txt: usize,
-    scale: &CudaSlice<f32>,
-) -> Forward {
-    let sfx = suffix(dt).unwrap();
+/// The forward (stats, finish, reduce) with every output and the scratch poisoned.
+fn forward(g: &Gpu, c: &Case, img: Rows, txt: Rows, scale: &CudaSlice<f32>) -> Forward {
+    let sfx = suffix(img.ptr.dtype).unwrap();
     let b = c.b;
-    let rpg = if c.rpg == 0 {
-        suggested_group(b)
-    } else {
-        c.rpg
-    };
-    let cpg = if c.cpg == 0 {
-        suggested_group(b)
-    } else {
-        c.cpg
-    };
-    let (nrg, ncg) = (b.div_ceil(rpg), b.div_ceil(cpg));
-    let nf = b.div_ceil(8);
-    let mut row_part = g.poisoned::<f32>(2 * ncg * b).unwrap();
-    let mut col_part = g.poisoned::<f32>(2 * nrg * b).unwrap();
-    let mut row_lse = g.poisoned::<f32>(b).unwrap();
-    let mut col_lse = g.poisoned::<f32>(b).unwrap();
-    let mut partial = g.poisoned::<f32>(nf).unwrap();
-    let mut loss = g.poisoned::<f32>(1).unwrap();
-    let (ldi, ldt) = (ld_img as i64, ld_txt as i64);
-    let (bb, dd, rr, cc, nr, nc) = (
-        b as i32, c.d as i32, rpg as i32, cpg as i32, nrg as i32, ncg as i32,
-    );
-
-    let smem = fwd_smem(cpg);
-    let f = function(g, &format!("infonce_fwd_stats_{sfx}"), smem);
-    let cfg = LaunchConfig {
-        grid_dim: (nrg as u32, ncg as u32, 1),
-        block_dim: (256, 1, 1),
-        shared_mem_bytes: smem as u32,
-    };
-    unsafe {
-        g.stream()
-            .launch_builder(&f)
-            .arg(&img.bytes)
-            .arg(&ldi)
-            .arg(&txt.bytes)
-            .arg(&ldt)
-            .arg(scale)
-            .arg(&bb)
-            .arg(&dd)
-            .arg(&rr)
-            .arg(&cc)
-            .arg(&mut row_part)
-            .arg(&mut col_part)
-            .launch(cfg)
-    }
+    let launch = launch_of(c, None);
+    let (n_row, n_col, nf) = nce::forward_scratch_len(b, &launch).unwrap();
+    let row_part = g.poisoned::<f32>(n_row).unwrap();
+    let col_part = g.poisoned::<f32>(n_col).unwrap();
+    let partial = g.poisoned::<f32>(nf).unwrap();
+    let row_lse = g.poisoned::<f32>(b).unwrap();
+    let col_lse = g.poisoned::<f32>(b).unwrap();
+    let loss = g.poisoned::<f32>(1).unwrap();
+    let f32p = |x: &CudaSlice<f32>| g.ptr_of(x, DType::F32);
+    nce::info_nce_forward(
+        g,
+        img,
+        txt,
+        f32p(scale),
+        b,
+        c.d,
+        f32p(&row_lse),
+        f32p(&col_lse),
+        f32p(&loss),
+        &launch,
+        Some(ForwardScratch {
+            row_part: f32p(&row_part),
+            col_part: f32p(&col_part),
+            partial: f32p(&partial),
+        }),
+    )
     .unwrap();
-
-    let f = g
-        .function("infonce", &format!("infonce_fwd_finish_{sfx}"))
-        .unwrap();
-    unsafe {
-        g.stream()
-            .launch_builder(&f)
-            .arg(&row_part)
-            .arg(&nc)
-            .arg(&col_part)
-            .arg(&nr)
-            .arg(&img.bytes)
-            .arg(&ldi)
-            .arg(&txt.bytes)
-            .arg(&ldt)
-            .arg(scale)
-            .arg(&bb)
-            .arg(&dd)
-            .arg(&mut row_lse)
-            .arg(&mut col_lse)
-            .arg(&mut partial)
-            .launch(grid(nf as u32, 256, 0))
-    }
-    .unwrap();
-    infonce_reduce(g, &partial, nf, 1.0 / (2.0 * b as f32), &mut loss);
     g.sync().unwrap();
 
     // "Scratch written in full": every (max, sum) partial finite, sums positive.
@@ -499,56 +387,6 @@ fn forward(
         row_lse_dev: row_lse,
         col_lse_dev: col_lse,
     }
-}
-
-/// Launch 4 or 5 of the contract: one side's gradient (row stride ldda, poisoned) and, when
-/// `dscale_part` is given, the d-scale partials.
-#[allow(clippy::too_many_arguments)]
-fn backward_side(
-    g: &Gpu,
-    dt: DType,
-    c: &Case,
-    nbuf: usize,
-    (a, lda): (&DevBuf, usize),
-    (bm, ldb): (&DevBuf, usize),
-    lse_a: &CudaSlice<f32>,
-    lse_b: &CudaSlice<f32>,
-    scale: &CudaSlice<f32>,
-    gout: &CudaSlice<f32>,
-    ldda: usize,
-    dscale_part: Option<&mut CudaSlice<f32>>,
-) -> DevBuf {
-    let sfx = suffix(dt).unwrap();
-    let dp = bwd_dp(c.d).expect("d <= 768");
-    let (tile_m, _) = bwd_tiles(dt, dp);
-    let nb = c.b.div_ceil(tile_m);
-    let smem = bwd_smem(dt, dp, nbuf);
-    let f = function(g, &format!("infonce_bwd_d{dp}_{sfx}"), smem);
-    let mut da = g.poisoned_as(c.b * ldda, dt).unwrap();
-    let (lda, ldb, ldda) = (lda as i64, ldb as i64, ldda as i64);
-    let (bb, dd, nbuf) = (c.b as i32, c.d as i32, nbuf as i32);
-    let null: u64 = 0; // nullptr: no d-scale partials from this launch
-    let cfg = grid(nb as u32, 256, smem as u32);
-    let mut l = g.stream().launch_builder(&f);
-    l.arg(&a.bytes)
-        .arg(&lda)
-        .arg(&bm.bytes)
-        .arg(&ldb)
-        .arg(lse_a)
-        .arg(lse_b)
-        .arg(scale)
-        .arg(gout)
-        .arg(&bb)
-        .arg(&dd)
-        .arg(&mut da.bytes)
-        .arg(&ldda);
-    match dscale_part {
-        Some(p) => l.arg(p),
-        None => l.arg(&null),
-    };
-    l.arg(&nbuf);
-    unsafe { l.launch(cfg) }.unwrap();
-    da
 }
 
 /// Per-dtype error model of the gradients on top of the f32 logit/exp errors: (relative to each
@@ -582,7 +420,15 @@ fn run_case(g: &Gpu, c: &Case, dt: DType, seed: u64) {
     // (rounded) inputs the reference uses, so the error is f32-sized in every dtype:
     // |Δz| <~ 16 s √d u32 |img_i||txt_j| (random-walk f32 accumulation with margin for the
     // tensor cores' accumulation; exp2/log2 approximations are far smaller).
-    let fw = forward(g, dt, c, &img_d, ld_img, &txt_d, ld_txt, &scale);
+    let img_rows = Rows {
+        ptr: img_d.ptr(),
+        ld: ld_img,
+    };
+    let txt_rows = Rows {
+        ptr: txt_d.ptr(),
+        ld: ld_txt,
+    };
+    let fw = forward(g, c, img_rows, txt_rows, &scale);
     let norms = |v: &[f32]| {
         (0..b)
             .map(|i| {
@@ -622,7 +468,6 @@ fn run_case(g: &Gpu, c: &Case, dt: DType, seed: u64) {
     };
 
     // Backward with nbuf = 1 and, where it fits, nbuf = 2 (same math: bit-identical results).
-    let nb = b.div_ceil(bwd_tiles(dt, dp).0);
     let (rel_t, abs_g, floor) = grad_error_model(dt);
     // p_ij = exp(z_ij − lse_i) is off by at most |Δz| + |Δlse| relative: 2 atol_z per term.
     let rel = rel_t + 2.0 * atol_z;
@@ -635,37 +480,32 @@ fn run_case(g: &Gpu, c: &Case, dt: DType, seed: u64) {
             );
             continue;
         }
-        let mut dsp = g.poisoned::<f32>(nb).unwrap();
-        let mut dscale = g.poisoned::<f32>(1).unwrap();
-        let dimg_d = backward_side(
+        let dscale = g.poisoned::<f32>(1).unwrap();
+        let dimg_d = g.poisoned_as(b * ld_dimg, dt).unwrap();
+        let dtxt_d = g.poisoned_as(b * ld_dtxt, dt).unwrap();
+        let f32p = |x: &CudaSlice<f32>| g.ptr_of(x, DType::F32);
+        nce::info_nce_backward(
             g,
-            dt,
-            c,
-            nbuf,
-            (&img_d, ld_img),
-            (&txt_d, ld_txt),
-            &fw.row_lse_dev,
-            &fw.col_lse_dev,
-            &scale,
-            &gout,
-            ld_dimg,
-            Some(&mut dsp),
-        );
-        let dtxt_d = backward_side(
-            g,
-            dt,
-            c,
-            nbuf,
-            (&txt_d, ld_txt),
-            (&img_d, ld_img),
-            &fw.col_lse_dev,
-            &fw.row_lse_dev,
-            &scale,
-            &gout,
-            ld_dtxt,
-            None,
-        );
-        infonce_reduce(g, &dsp, nb, 1.0, &mut dscale);
+            img_rows,
+            txt_rows,
+            f32p(&fw.row_lse_dev),
+            f32p(&fw.col_lse_dev),
+            f32p(&scale),
+            f32p(&gout),
+            b,
+            d,
+            Some(Rows {
+                ptr: dimg_d.ptr(),
+                ld: ld_dimg,
+            }),
+            Some(Rows {
+                ptr: dtxt_d.ptr(),
+                ld: ld_dtxt,
+            }),
+            Some(f32p(&dscale)),
+            &launch_of(c, Some(nbuf)),
+        )
+        .unwrap();
         g.sync().unwrap();
         let name = format!("infonce_bwd_d{dp}");
         let dimg = unpad(
@@ -764,4 +604,68 @@ fn infonce_unspecialised_widths_match_reference() {
             run_case(g, c, dt, 950 + k as u64);
         }
     }
+}
+
+#[test]
+fn infonce_refuses_bad_buffers_groups_and_widths() {
+    let Some(g) = gpu() else { return };
+    let dt = DType::BF16;
+    let (b, d) = (4, 8);
+    let img = g.upload_as(&[0.5; 32], dt).unwrap();
+    let short = g.upload_as(&[0.5; 31], dt).unwrap();
+    let wrong = g.upload_as(&[0.5; 32], DType::F32).unwrap();
+    let one = g.upload(&[1.0f32]).unwrap();
+    let vec4 = g.poisoned::<f32>(b).unwrap();
+    let f32p = |x: &CudaSlice<f32>| g.ptr_of(x, DType::F32);
+    let rows = |p: &medsyn::cuda::DevBuf| Rows::contiguous(p.ptr(), d);
+    let fwd = |img: Rows, txt: Rows, launch: InfoNceLaunch| {
+        nce::info_nce_forward(
+            g,
+            img,
+            txt,
+            f32p(&one),
+            b,
+            d,
+            f32p(&vec4),
+            f32p(&vec4),
+            f32p(&one),
+            &launch,
+            None,
+        )
+        .unwrap_err()
+        .to_string()
+    };
+    let err = fwd(rows(&img), rows(&short), InfoNceLaunch::default());
+    assert!(err.contains("txt holds 31 elements"), "{err}");
+    let err = fwd(rows(&img), rows(&wrong), InfoNceLaunch::default());
+    assert!(err.contains("expected BF16"), "{err}");
+    let err = fwd(
+        rows(&img),
+        rows(&img),
+        InfoNceLaunch {
+            rpg: Some(100),
+            ..Default::default()
+        },
+    );
+    assert!(err.contains("multiple of 128"), "{err}");
+    // d > 768 has no backward kernel.
+    let wide = g.upload_as(&vec![0.5; b * 800], dt).unwrap();
+    let err = nce::info_nce_backward(
+        g,
+        Rows::contiguous(wide.ptr(), 800),
+        Rows::contiguous(wide.ptr(), 800),
+        f32p(&vec4),
+        f32p(&vec4),
+        f32p(&one),
+        f32p(&one),
+        b,
+        800,
+        Some(Rows::contiguous(wide.ptr(), 800)),
+        None,
+        None,
+        &InfoNceLaunch::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("d <= 768"), "{err}");
 }

@@ -1,10 +1,12 @@
-//! kernels/layer_norm.cu vs src/backend/cpu/norm.rs (layer_norm forward with saved mean/rstd,
-//! backward dx, dweight/dbias directly and through the partial buffer + finish kernel).
+//! backend::cuda::layer_norm (kernels/layer_norm.cu) vs src/backend/cpu/norm.rs (layer_norm
+//! forward with saved mean/rstd, backward dx, dweight/dbias directly and through the partial
+//! buffer + finish kernel), and its argument checks.
 
 use crate::support::*;
-use cudarc::driver::{CudaSlice, LaunchArgs};
 use medsyn::backend::cpu::norm::{self as cpu, Affine, Needs};
-use medsyn::cuda::gpu::suffix;
+use medsyn::backend::cuda::layer_norm::{self as gpu_ln, LayerNormLaunch};
+use medsyn::cuda::gpu::{suffix, Ptr};
+use medsyn::DType;
 
 /// One LayerNorm problem and its launch shape.
 struct Case {
@@ -58,21 +60,6 @@ const CASES: [Case; 8] = [
     case(10, 300, (128, 2, 3), 7, false, 1e-6),
 ];
 
-/// Pushes a device pointer, or a null pointer when absent.
-fn push<'a, T>(b: &mut LaunchArgs<'a>, p: Option<&'a CudaSlice<T>>, null: &'a u64) {
-    match p {
-        Some(p) => b.arg(p),
-        None => b.arg(null),
-    };
-}
-
-fn push_mut<'a, T>(b: &mut LaunchArgs<'a>, p: Option<&'a mut CudaSlice<T>>, null: &'a u64) {
-    match p {
-        Some(p) => b.arg(p),
-        None => b.arg(null),
-    };
-}
-
 #[test]
 fn layer_norm_forward_and_backward_match_cpu() {
     for (ci, c) in CASES.iter().enumerate() {
@@ -100,84 +87,56 @@ fn layer_norm_forward_and_backward_match_cpu() {
             let Some(g) = gpu() else { continue };
 
             let s = suffix(dt).unwrap();
-            let null = 0u64;
-            let (r, nn, eps) = (rows as i64, n as i64, c.eps);
             let xd = g.upload_as(&x, dt).unwrap();
             let dyd = g.upload_as(&dy, dt).unwrap();
             let wd = w.as_ref().map(|v| g.upload_as(v, dt).unwrap());
             let bd = b.as_ref().map(|v| g.upload_as(v, dt).unwrap());
-            let mut yd = g.poisoned_as(len, dt).unwrap();
-            let mut dxd = g.poisoned_as(len, dt).unwrap();
-            let mut dwd = g.poisoned_as(n, dt).unwrap();
-            let mut dbd = g.poisoned_as(n, dt).unwrap();
-            let mut mean = g.poisoned::<f32>(rows).unwrap();
-            let mut rstd = g.poisoned::<f32>(rows).unwrap();
-            let blocks = (rows as u32).div_ceil(c.by).min(c.cap);
-            let cfg = LaunchConfig {
-                grid_dim: (blocks, 1, 1),
-                block_dim: (c.bx, c.by, 1),
-                shared_mem_bytes: 0,
+            let wp = wd.as_ref().map_or(Ptr::null(dt), |d| d.ptr());
+            let bp = bd.as_ref().map_or(Ptr::null(dt), |d| d.ptr());
+            let yd = g.poisoned_as(len, dt).unwrap();
+            let dxd = g.poisoned_as(len, dt).unwrap();
+            let dwd = g.poisoned_as(n, dt).unwrap();
+            let dbd = g.poisoned_as(n, dt).unwrap();
+            let mean = g.poisoned::<f32>(rows).unwrap();
+            let rstd = g.poisoned::<f32>(rows).unwrap();
+            let (mp, rp) = (g.ptr_of(&mean, DType::F32), g.ptr_of(&rstd, DType::F32));
+            let launch = LayerNormLaunch {
+                block: Some((c.bx, c.by)),
+                grid_cap: c.cap,
+                chunks: Some(c.chunks),
             };
-
-            let f = g
-                .function("layer_norm", &format!("layer_norm_{s}"))
-                .unwrap();
-            let mut lb = g.stream().launch_builder(&f);
-            lb.arg(&r).arg(&nn).arg(&eps).arg(&xd.bytes);
-            push(&mut lb, wd.as_ref().map(|d| &d.bytes), &null);
-            push(&mut lb, bd.as_ref().map(|d| &d.bytes), &null);
-            lb.arg(&mut yd.bytes).arg(&mut mean).arg(&mut rstd);
-            unsafe { lb.launch(cfg) }.unwrap();
-
-            let f = g
-                .function("layer_norm", &format!("layer_norm_backward_dx_{s}"))
-                .unwrap();
-            let mut lb = g.stream().launch_builder(&f);
-            lb.arg(&r).arg(&nn).arg(&xd.bytes).arg(&dyd.bytes);
-            push(&mut lb, wd.as_ref().map(|d| &d.bytes), &null);
-            lb.arg(&mean).arg(&rstd).arg(&mut dxd.bytes);
-            unsafe { lb.launch(cfg) }.unwrap();
-
-            // dweight / dbias: block (32, 8), grid (ceil(n/32), chunks).
-            let pcfg = LaunchConfig {
-                grid_dim: ((n as u32).div_ceil(32), c.chunks, 1),
-                block_dim: (32, 8, 1),
-                shared_mem_bytes: 0,
-            };
-            let mut partial =
-                (c.chunks > 1).then(|| g.poisoned::<f32>(2 * c.chunks as usize * n).unwrap());
-            let f = g
-                .function("layer_norm", &format!("layer_norm_backward_params_{s}"))
-                .unwrap();
+            gpu_ln::layer_norm(
+                g,
+                xd.ptr(),
+                wp,
+                bp,
+                yd.ptr(),
+                mp,
+                rp,
+                rows,
+                n,
+                c.eps,
+                launch,
+            )
+            .unwrap();
+            // dweight always, dbias only with affine (else null: must stay untouched).
+            let dbp = if c.affine { dbd.ptr() } else { Ptr::null(dt) };
+            gpu_ln::layer_norm_backward(
+                g,
+                xd.ptr(),
+                dyd.ptr(),
+                wp,
+                mp,
+                rp,
+                dxd.ptr(),
+                dwd.ptr(),
+                dbp,
+                rows,
+                n,
+                launch,
+            )
+            .unwrap();
             let direct = c.chunks == 1;
-            let mut lb = g.stream().launch_builder(&f);
-            lb.arg(&r)
-                .arg(&nn)
-                .arg(&xd.bytes)
-                .arg(&dyd.bytes)
-                .arg(&mean)
-                .arg(&rstd);
-            push_mut(&mut lb, partial.as_mut(), &null);
-            push_mut(&mut lb, direct.then_some(&mut dwd.bytes), &null);
-            push_mut(
-                &mut lb,
-                (direct && c.affine).then_some(&mut dbd.bytes),
-                &null,
-            );
-            unsafe { lb.launch(pcfg) }.unwrap();
-            if let Some(partial) = &partial {
-                let chunks = c.chunks as i32;
-                let f = g
-                    .function(
-                        "layer_norm",
-                        &format!("layer_norm_backward_params_finish_{s}"),
-                    )
-                    .unwrap();
-                let mut lb = g.stream().launch_builder(&f);
-                lb.arg(&nn).arg(&chunks).arg(partial).arg(&mut dwd.bytes);
-                push_mut(&mut lb, c.affine.then_some(&mut dbd.bytes), &null);
-                unsafe { lb.launch(grid((n as u32).div_ceil(256), 256, 0)) }.unwrap();
-            }
 
             let got_y = g.download_f32(&yd).unwrap();
             let got_mean = g.download(&mean).unwrap();
@@ -242,4 +201,47 @@ fn layer_norm_forward_and_backward_match_cpu() {
             }
         }
     }
+}
+
+#[test]
+fn layer_norm_refuses_short_buffers_and_mixed_dtypes() {
+    let Some(g) = gpu() else { return };
+    let dt = DType::F32;
+    let null = Ptr::null(dt);
+    let x = g.upload_as(&[0.0; 12], dt).unwrap();
+    let y = g.poisoned_as(11, dt).unwrap();
+    let d = LayerNormLaunch::default();
+    let err =
+        gpu_ln::layer_norm(g, x.ptr(), null, null, y.ptr(), null, null, 3, 4, 1e-5, d).unwrap_err();
+    assert!(err.to_string().contains("y holds 11 elements"), "{err}");
+    let y = g.poisoned_as(12, dt).unwrap();
+    let wh = g.poisoned_as(4, DType::BF16).unwrap();
+    let err = gpu_ln::layer_norm(
+        g,
+        x.ptr(),
+        wh.ptr(),
+        null,
+        y.ptr(),
+        null,
+        null,
+        3,
+        4,
+        1e-5,
+        d,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("expected F32"), "{err}");
+    // mean / rstd are f32 even for bf16 data, and [rows] long.
+    let mean = g.poisoned::<f32>(2).unwrap();
+    let mp = g.ptr_of(&mean, DType::F32);
+    let err =
+        gpu_ln::layer_norm(g, x.ptr(), null, null, y.ptr(), mp, null, 3, 4, 1e-5, d).unwrap_err();
+    assert!(err.to_string().contains("mean holds 2 elements"), "{err}");
+    let bad = LayerNormLaunch {
+        block: Some((48, 1)),
+        ..d
+    };
+    let err = gpu_ln::layer_norm(g, x.ptr(), null, null, y.ptr(), null, null, 3, 4, 1e-5, bad)
+        .unwrap_err();
+    assert!(err.to_string().contains("multiple of 32"), "{err}");
 }

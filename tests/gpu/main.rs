@@ -12,6 +12,7 @@ mod conv;
 mod elementwise;
 mod embedding;
 mod geglu;
+mod gemm;
 mod group_norm;
 mod infonce;
 mod layer_norm;

@@ -1,8 +1,10 @@
-//! kernels/philox.cu vs src/tensor/random.rs (raw Philox4x32-10 words, uniforms, normals) and
-//! the image-noise convention of src/pipelines/generate.rs (f64 Box–Muller rounded to f32).
+//! backend::cuda::philox (kernels/philox.cu) vs src/tensor/random.rs (raw Philox4x32-10 words,
+//! uniforms, normals) and the image-noise convention of src/pipelines/generate.rs (f64
+//! Box–Muller rounded to f32).
 
 use crate::support::*;
 use cudarc::driver::CudaSlice;
+use medsyn::backend::cuda::philox::{self as gpu_philox, PhiloxLaunch};
 use medsyn::cuda::gpu::suffix;
 use medsyn::cuda::Gpu;
 use medsyn::tensor::{DType, Philox};
@@ -81,25 +83,22 @@ fn reference_block_function_matches_the_crate() {
     }
 }
 
-/// The contract's 1-D launch over `blocks` counter blocks: block 256, grid ceil(blocks/256).
-fn launch(blocks: usize) -> LaunchConfig {
-    grid((blocks as u32).div_ceil(256).max(1), 256, 0)
-}
+/// One block of 32 threads walking every counter block (launch-shape independence).
+const ONE_WARP: PhiloxLaunch = PhiloxLaunch {
+    grid: Some(1),
+    block: 32,
+};
 
-fn raw_on_device(g: &Gpu, seed: u64, counter: u64, nblocks: usize, cfg: LaunchConfig) -> Vec<u32> {
-    let mut out = g.poisoned::<u32>(4 * nblocks).unwrap();
-    let f = g.function("philox", "philox_raw").unwrap();
-    let nb = nblocks as i64;
-    unsafe {
-        g.stream()
-            .launch_builder(&f)
-            .arg(&nb)
-            .arg(&seed)
-            .arg(&counter)
-            .arg(&mut out)
-            .launch(cfg)
-    }
-    .unwrap();
+fn raw_on_device(
+    g: &Gpu,
+    seed: u64,
+    counter: u64,
+    nblocks: usize,
+    launch: PhiloxLaunch,
+) -> Vec<u32> {
+    let out = g.poisoned::<u32>(4 * nblocks).unwrap();
+    let p = g.ptr_of(&out, DType::I32);
+    gpu_philox::philox_raw(g, p, nblocks, seed, counter, launch).unwrap();
     g.download(&out).unwrap()
 }
 
@@ -107,7 +106,7 @@ fn raw_on_device(g: &Gpu, seed: u64, counter: u64, nblocks: usize, cfg: LaunchCo
 fn philox_raw_matches_the_block_function() {
     let Some(g) = gpu() else { return };
     // Random123's known answer.
-    let got = raw_on_device(g, 0, 0, 1, launch(1));
+    let got = raw_on_device(g, 0, 0, 1, PhiloxLaunch::default());
     check_exact(
         "philox_raw known-answer",
         &got,
@@ -118,13 +117,19 @@ fn philox_raw_matches_the_block_function() {
     let mut all_want = Vec::new();
     for seed in SEEDS {
         for counter in COUNTERS {
-            all_got.extend(raw_on_device(g, seed, counter, nblocks, launch(nblocks)));
+            all_got.extend(raw_on_device(
+                g,
+                seed,
+                counter,
+                nblocks,
+                PhiloxLaunch::default(),
+            ));
             all_want.extend(raw_words(seed, counter, nblocks));
         }
     }
     check_exact("philox_raw", &all_got, &all_want);
     // Launch-shape independence: one block of 32 threads walks all blocks.
-    let one = raw_on_device(g, 42, 7, nblocks, grid(1, 32, 0));
+    let one = raw_on_device(g, 42, 7, nblocks, ONE_WARP);
     check_exact(
         "philox_raw grid-independence",
         &one,
@@ -132,32 +137,28 @@ fn philox_raw_matches_the_block_function() {
     );
 }
 
-/// `n` values of `philox_{kind}_{sfx}` at (seed, counter) as raw bytes ((lo, hi) for uniforms).
+/// `n` values of `philox_{kind}` in `dt` at (seed, counter) as raw bytes ((lo, hi) for
+/// uniforms).
 #[allow(clippy::too_many_arguments)]
 fn draw(
     g: &Gpu,
     kind: &str,
-    sfx: &str,
-    elem: usize,
+    dt: DType,
     n: usize,
     seed: u64,
     counter: u64,
     range: Option<(f64, f64)>,
-    cfg: LaunchConfig,
+    launch: PhiloxLaunch,
 ) -> Vec<u8> {
-    let mut out: CudaSlice<u8> = g.poisoned::<u8>(n * elem).unwrap();
-    let f = g
-        .function("philox", &format!("philox_{kind}_{sfx}"))
-        .unwrap();
-    let nn = n as i64;
-    let (lo, hi) = range.unwrap_or((0.0, 0.0));
-    let mut b = g.stream().launch_builder(&f);
-    b.arg(&nn).arg(&seed).arg(&counter);
-    if range.is_some() {
-        b.arg(&lo).arg(&hi);
+    let out: CudaSlice<u8> = g.poisoned::<u8>(n * elem_size(dt)).unwrap();
+    let p = g.ptr_of(&out, dt);
+    match (kind, range) {
+        ("uniform", Some((lo, hi))) => {
+            gpu_philox::philox_uniform(g, p, n, seed, counter, lo, hi, launch).unwrap()
+        }
+        ("normal", None) => gpu_philox::philox_normal(g, p, n, seed, counter, launch).unwrap(),
+        _ => panic!("draw: {kind} with range {range:?}"),
     }
-    b.arg(&mut out);
-    unsafe { b.launch(cfg) }.unwrap();
     g.download(&out).unwrap()
 }
 
@@ -226,13 +227,12 @@ fn philox_uniform_is_bit_identical_to_rand_uniform() {
             let bytes = draw(
                 g,
                 "uniform",
-                sfx,
-                elem_size(dt),
+                dt,
                 n,
                 seed,
                 counter,
                 Some((lo, hi)),
-                launch(n.div_ceil(4)),
+                PhiloxLaunch::default(),
             );
             got.extend(bits_of(&bytes, dt));
             let t = Tensor::rand_uniform(&mut Philox::from_state(seed, counter), lo, hi, &[n], dt)
@@ -242,27 +242,16 @@ fn philox_uniform_is_bit_identical_to_rand_uniform() {
         check_exact(&format!("philox_uniform {sfx}"), &got, &want);
         // Launch-shape independence.
         let small = 1001;
-        let a = draw(
-            g,
-            "uniform",
-            sfx,
-            elem_size(dt),
-            small,
-            5,
-            3,
-            Some((-2.0, 2.0)),
-            grid(1, 32, 0),
-        );
+        let a = draw(g, "uniform", dt, small, 5, 3, Some((-2.0, 2.0)), ONE_WARP);
         let b = draw(
             g,
             "uniform",
-            sfx,
-            elem_size(dt),
+            dt,
             small,
             5,
             3,
             Some((-2.0, 2.0)),
-            launch(small.div_ceil(4)),
+            PhiloxLaunch::default(),
         );
         check_exact(&format!("philox_uniform grid-independence {sfx}"), &a, &b);
     }
@@ -333,13 +322,12 @@ fn philox_normal_matches_randn() {
         let bytes = draw(
             g,
             "normal",
-            "f64",
-            8,
+            DType::F64,
             n,
             seed,
             counter,
             None,
-            launch(n.div_ceil(4)),
+            PhiloxLaunch::default(),
         );
         let want: Vec<u64> = Philox::from_state(seed, counter)
             .normal(n)
@@ -365,13 +353,12 @@ fn philox_normal_matches_randn() {
             let bytes = draw(
                 g,
                 "normal",
-                sfx,
-                elem_size(dt),
+                dt,
                 n,
                 seed,
                 counter,
                 None,
-                launch(n.div_ceil(4)),
+                PhiloxLaunch::default(),
             );
             got.extend(bits_of(&bytes, dt));
             let t = Tensor::randn(&mut Philox::from_state(seed, counter), &[n], dt).unwrap();
@@ -379,28 +366,8 @@ fn philox_normal_matches_randn() {
         }
         check_ulps(&format!("philox_normal {sfx}"), dt, &got, &want, 1, 6);
         let small = 1001;
-        let a = draw(
-            g,
-            "normal",
-            sfx,
-            elem_size(dt),
-            small,
-            5,
-            3,
-            None,
-            grid(1, 32, 0),
-        );
-        let b = draw(
-            g,
-            "normal",
-            sfx,
-            elem_size(dt),
-            small,
-            5,
-            3,
-            None,
-            launch(small.div_ceil(4)),
-        );
+        let a = draw(g, "normal", dt, small, 5, 3, None, ONE_WARP);
+        let b = draw(g, "normal", dt, small, 5, 3, None, PhiloxLaunch::default());
         check_exact(&format!("philox_normal grid-independence {sfx}"), &a, &b);
     }
 }
@@ -419,18 +386,20 @@ fn philox_normal_f32_reproduces_image_noise() {
         (17, 4 * 33 * 17),
     ] {
         let mut rng = Philox::new(seed);
+        // The device draws claim their positions from a second host generator.
+        let mut dev_rng = Philox::new(seed);
         for _draw in 0..3 {
             let counter = rng.counter();
+            assert_eq!(gpu_philox::claim(&mut dev_rng, chw), (seed, counter));
             let bytes = draw(
                 g,
                 "normal",
-                "f32",
-                4,
+                DType::F32,
                 chw,
                 seed,
                 counter,
                 None,
-                launch(chw.div_ceil(4)),
+                PhiloxLaunch::default(),
             );
             got.extend(bits_of(&bytes, DType::F32));
             want.extend(
@@ -439,6 +408,7 @@ fn philox_normal_f32_reproduces_image_noise() {
                     .map(|x| (x as f32).to_bits() as u64),
             );
             assert_eq!(rng.counter(), counter + chw.div_ceil(4) as u64);
+            assert_eq!(dev_rng.counter(), rng.counter());
         }
     }
     check_ulps(
@@ -449,4 +419,28 @@ fn philox_normal_f32_reproduces_image_noise() {
         1,
         1,
     );
+}
+
+#[test]
+fn philox_refuses_short_buffers_wrong_dtypes_and_bad_launches() {
+    let Some(g) = gpu() else { return };
+    let out = g.poisoned::<u32>(7).unwrap();
+    let p = g.ptr_of(&out, DType::I32);
+    let d = PhiloxLaunch::default();
+    let err = gpu_philox::philox_raw(g, p, 2, 0, 0, d).unwrap_err();
+    assert!(err.to_string().contains("output holds 7 elements"), "{err}");
+    let err = gpu_philox::philox_raw(g, g.ptr_of(&out, DType::F32), 1, 0, 0, d).unwrap_err();
+    assert!(err.to_string().contains("expected I32"), "{err}");
+    let f = g.ptr_of(&out, DType::F32);
+    let err = gpu_philox::philox_normal(g, f, 8, 0, 0, d).unwrap_err();
+    assert!(err.to_string().contains("output holds 7 elements"), "{err}");
+    // Integer outputs, f64 uniforms and a 2048-thread block are refused.
+    assert!(gpu_philox::philox_normal(g, p, 4, 0, 0, d).is_err());
+    let f64p = g.ptr_of(&out, DType::F64);
+    assert!(gpu_philox::philox_uniform(g, f64p, 2, 0, 0, 0.0, 1.0, d).is_err());
+    let wide = PhiloxLaunch {
+        grid: None,
+        block: 2048,
+    };
+    assert!(gpu_philox::philox_normal(g, f, 4, 0, 0, wide).is_err());
 }

@@ -1,11 +1,11 @@
-//! kernels/pool.cu vs src/backend/cpu/pool.rs (max pool with its argmax, average pool with and
-//! without count_include_pad, adaptive average pool; each with its backward).
+//! backend::cuda::pool (kernels/pool.cu) vs src/backend/cpu/pool.rs (max pool with its argmax,
+//! average pool with and without count_include_pad, adaptive average pool; each with its
+//! backward).
 
 use crate::support::*;
-use cudarc::driver::CudaFunction;
 use medsyn::backend::cpu::pool::{self as cpu, Pool2dGeom};
+use medsyn::backend::cuda::pool as gpu_pool;
 use medsyn::cuda::gpu::{round_to, suffix};
-use medsyn::cuda::Gpu;
 use medsyn::tensor::DType;
 
 /// (planes, h, w, kernel, stride, padding): a ResNet-stem-like 3×3/2 pad 1, 2×2/2, a row wider
@@ -38,18 +38,6 @@ const ADAPTIVE: [(usize, usize, usize, usize, usize); 5] = [
     (9, 14, 14, 3, 3),
 ];
 
-/// The contract's 2-D launch: rows block-strided, BX = min(128, roundup32(cols)),
-/// BY = max(1, 128 / BX), grid = ceil(rows / BY).
-fn launch_2d(rows: usize, cols: usize) -> LaunchConfig {
-    let bx = (cols.div_ceil(32) * 32).min(128) as u32;
-    let by = (128 / bx).max(1);
-    LaunchConfig {
-        grid_dim: ((rows as u32).div_ceil(by), 1, 1),
-        block_dim: (bx, by, 1),
-        shared_mem_bytes: 0,
-    }
-}
-
 fn geom(
     planes: usize,
     h: usize,
@@ -71,29 +59,6 @@ fn geom(
     }
 }
 
-/// The 11 leading i64 geometry parameters in the kernels' order.
-fn geom_args(g: &Pool2dGeom) -> [i64; 11] {
-    [
-        g.planes,
-        g.h,
-        g.w,
-        g.kernel.0,
-        g.kernel.1,
-        g.stride.0,
-        g.stride.1,
-        g.padding.0,
-        g.padding.1,
-        g.oh,
-        g.ow,
-    ]
-    .map(|v| v as i64)
-}
-
-fn func(g: &Gpu, name: &str, dt: DType) -> CudaFunction {
-    g.function("pool", &format!("{name}_{}", suffix(dt).unwrap()))
-        .unwrap()
-}
-
 #[test]
 fn max_pool2d_forward_index_and_backward_match_cpu() {
     let Some(g) = gpu() else { return };
@@ -110,26 +75,12 @@ fn max_pool2d_forward_index_and_backward_match_cpu() {
 
             let xd = g.upload_as(&x, dt).unwrap();
             let dyd = g.upload_as(&dy, dt).unwrap();
-            let mut yd = g.poisoned_as(olen, dt).unwrap();
-            let mut idx = g.poisoned::<u32>(olen).unwrap();
-            let mut dxd = g.poisoned_as(len, dt).unwrap();
-            let a = geom_args(&geo);
-
-            let f = func(g, "max_pool2d", dt);
-            let mut b = g.stream().launch_builder(&f);
-            for v in &a {
-                b.arg(v);
-            }
-            b.arg(&xd.bytes).arg(&mut yd.bytes).arg(&mut idx);
-            unsafe { b.launch(launch_2d(planes * geo.oh, geo.ow)) }.unwrap();
-
-            let f = func(g, "max_pool2d_backward", dt);
-            let mut b = g.stream().launch_builder(&f);
-            for v in &a {
-                b.arg(v);
-            }
-            b.arg(&dyd.bytes).arg(&idx).arg(&mut dxd.bytes);
-            unsafe { b.launch(launch_2d(planes * h, w)) }.unwrap();
+            let yd = g.poisoned_as(olen, dt).unwrap();
+            let idx = g.poisoned::<u32>(olen).unwrap();
+            let dxd = g.poisoned_as(len, dt).unwrap();
+            let idx_p = g.ptr_of(&idx, DType::I32);
+            gpu_pool::max_pool2d(g, &geo, xd.ptr(), yd.ptr(), idx_p).unwrap();
+            gpu_pool::max_pool2d_backward(g, &geo, dyd.ptr(), idx_p, dxd.ptr()).unwrap();
 
             let y = g.download_f32(&yd).unwrap();
             let got_idx = g.download(&idx).unwrap();
@@ -162,26 +113,10 @@ fn avg_pool2d_forward_and_backward_match_cpu() {
 
                 let xd = g.upload_as(&x, dt).unwrap();
                 let dyd = g.upload_as(&dy, dt).unwrap();
-                let mut yd = g.poisoned_as(olen, dt).unwrap();
-                let mut dxd = g.poisoned_as(len, dt).unwrap();
-                let a = geom_args(&geo);
-                let cip = include_pad as i32;
-
-                let f = func(g, "avg_pool2d", dt);
-                let mut b = g.stream().launch_builder(&f);
-                for v in &a {
-                    b.arg(v);
-                }
-                b.arg(&cip).arg(&xd.bytes).arg(&mut yd.bytes);
-                unsafe { b.launch(launch_2d(planes * geo.oh, geo.ow)) }.unwrap();
-
-                let f = func(g, "avg_pool2d_backward", dt);
-                let mut b = g.stream().launch_builder(&f);
-                for v in &a {
-                    b.arg(v);
-                }
-                b.arg(&cip).arg(&dyd.bytes).arg(&mut dxd.bytes);
-                unsafe { b.launch(launch_2d(planes * h, w)) }.unwrap();
+                let yd = g.poisoned_as(olen, dt).unwrap();
+                let dxd = g.poisoned_as(len, dt).unwrap();
+                gpu_pool::avg_pool2d(g, &geo, include_pad, xd.ptr(), yd.ptr()).unwrap();
+                gpu_pool::avg_pool2d_backward(g, &geo, include_pad, dyd.ptr(), dxd.ptr()).unwrap();
 
                 let tag = if include_pad { "" } else { "/exclude_pad" };
                 let y = g.download_f32(&yd).unwrap();
@@ -219,38 +154,12 @@ fn adaptive_avg_pool2d_forward_and_backward_match_cpu() {
 
             let xd = g.upload_as(&x, dt).unwrap();
             let dyd = g.upload_as(&dy, dt).unwrap();
-            let mut yd = g.poisoned_as(olen, dt).unwrap();
-            let mut dxd = g.poisoned_as(len, dt).unwrap();
-            let (p, hh, ww, ohh, oww) = (planes as i64, h as i64, w as i64, oh as i64, ow as i64);
-
-            let f = func(g, "adaptive_avg_pool2d", dt);
-            unsafe {
-                g.stream()
-                    .launch_builder(&f)
-                    .arg(&p)
-                    .arg(&hh)
-                    .arg(&ww)
-                    .arg(&ohh)
-                    .arg(&oww)
-                    .arg(&xd.bytes)
-                    .arg(&mut yd.bytes)
-                    .launch(launch_2d(planes * oh, ow))
-            }
-            .unwrap();
-            let f = func(g, "adaptive_avg_pool2d_backward", dt);
-            unsafe {
-                g.stream()
-                    .launch_builder(&f)
-                    .arg(&p)
-                    .arg(&hh)
-                    .arg(&ww)
-                    .arg(&ohh)
-                    .arg(&oww)
-                    .arg(&dyd.bytes)
-                    .arg(&mut dxd.bytes)
-                    .launch(launch_2d(planes * h, w))
-            }
-            .unwrap();
+            let yd = g.poisoned_as(olen, dt).unwrap();
+            let dxd = g.poisoned_as(len, dt).unwrap();
+            let (hw, ohw) = ((h, w), (oh, ow));
+            gpu_pool::adaptive_avg_pool2d(g, xd.ptr(), yd.ptr(), planes, hw, ohw).unwrap();
+            gpu_pool::adaptive_avg_pool2d_backward(g, dyd.ptr(), dxd.ptr(), planes, hw, ohw)
+                .unwrap();
 
             let y = g.download_f32(&yd).unwrap();
             let dx = g.download_f32(&dxd).unwrap();
@@ -268,4 +177,29 @@ fn tolerance(dt: DType) -> (f64, f64) {
         DType::F32 => (1e-6, 1e-6),
         _ => (1e-6, rtol(dt)),
     }
+}
+
+#[test]
+fn pool_refuses_short_buffers_wrong_dtypes_and_bad_geometry() {
+    let Some(g) = gpu() else { return };
+    let dt = DType::F32;
+    let geo = geom(2, 4, 4, (2, 2), (2, 2), (0, 0));
+    let x = g.upload_as(&[0.0; 32], dt).unwrap();
+    let y = g.poisoned_as(7, dt).unwrap();
+    let err = gpu_pool::avg_pool2d(g, &geo, true, x.ptr(), y.ptr()).unwrap_err();
+    assert!(err.to_string().contains("output holds 7 elements"), "{err}");
+    let y = g.poisoned_as(8, DType::BF16).unwrap();
+    let err = gpu_pool::avg_pool2d(g, &geo, true, x.ptr(), y.ptr()).unwrap_err();
+    assert!(err.to_string().contains("expected BF16"), "{err}");
+    let y = g.poisoned_as(8, dt).unwrap();
+    let idx = g.poisoned::<u32>(8).unwrap();
+    let err =
+        gpu_pool::max_pool2d(g, &geo, x.ptr(), y.ptr(), g.ptr_of(&idx, DType::I64)).unwrap_err();
+    assert!(err.to_string().contains("expected I32"), "{err}");
+    let bad = Pool2dGeom { oh: 3, ..geo };
+    let err =
+        gpu_pool::max_pool2d(g, &bad, x.ptr(), y.ptr(), g.ptr_of(&idx, DType::I32)).unwrap_err();
+    assert!(err.to_string().contains("does not match"), "{err}");
+    let err = gpu_pool::adaptive_avg_pool2d(g, x.ptr(), y.ptr(), 2, (4, 4), (0, 2)).unwrap_err();
+    assert!(err.to_string().contains("non-empty"), "{err}");
 }

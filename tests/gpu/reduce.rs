@@ -1,4 +1,4 @@
-//! kernels/reduce.cu vs src/backend/cpu/reduce.rs: sum/mean and max/argmax over rows
+//! backend::cuda::reduce (kernels/reduce.cu) vs src/backend/cpu/reduce.rs: sum/mean and max/argmax over rows
 //! (inner == 1) and over the middle axis of [outer, n, inner], and the two-stage sum_all.
 //!
 //! Sum inputs are multiples of 1/8 in [-1.5, 2.375): every partial sum of fewer than 2^21/2.375
@@ -6,9 +6,9 @@
 //! or doubled element shows (tolerance 1/32 · scale).
 
 use crate::support::*;
-use cudarc::driver::{CudaView, CudaViewMut};
 use medsyn::backend::cpu::reduce as cpu;
-use medsyn::cuda::gpu::{round_to, suffix};
+use medsyn::backend::cuda::reduce::{self as gpu_reduce, ReduceLaunch, SumAllLaunch};
+use medsyn::cuda::gpu::{round_to, suffix, Ptr};
 use medsyn::cuda::{DevBuf, Gpu};
 use medsyn::tensor::DType;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -67,14 +67,6 @@ const ALL_CASES: [(usize, u32, usize); 7] = [
     (800_003, 512, 1),
 ];
 
-fn esize(dt: DType) -> usize {
-    if dt == DType::F32 {
-        4
-    } else {
-        2
-    }
-}
-
 /// k/8 for integer k in [-12, 20): exact in f32, bf16 and f16, with many ties.
 fn quantized(seed: u64, n: usize) -> Vec<f32> {
     uniform(seed, n, -12.0, 20.0)
@@ -89,8 +81,8 @@ fn upload_at(g: &Gpu, vals: &[f32], off: usize, dt: DType) -> DevBuf {
     g.upload_as(&v, dt).unwrap()
 }
 
-fn at(b: &DevBuf, off: usize) -> CudaView<'_, u8> {
-    b.bytes.slice(off * esize(b.dtype)..)
+fn at(b: &DevBuf, off: usize) -> Ptr {
+    b.ptr().offset(off).unwrap()
 }
 
 /// A poisoned output of n elements followed by GUARD poisoned elements.
@@ -107,9 +99,9 @@ impl Out {
         }
     }
 
-    fn view(&mut self) -> CudaViewMut<'_, u8> {
-        let s = esize(self.buf.dtype);
-        self.buf.bytes.slice_mut(..self.n * s)
+    /// The n outputs (and the GUARD after them) as a launch argument.
+    fn ptr(&self) -> Ptr {
+        self.buf.ptr()
     }
 
     fn read(&self, g: &Gpu, what: &str) -> Vec<f32> {
@@ -212,20 +204,25 @@ fn from_rows(t: &[f32], outer: usize, n: usize, inner: usize) -> Vec<f32> {
     x
 }
 
-fn row_cfg(rows: usize, bx: u32, by: u32, cap: u32) -> LaunchConfig {
-    LaunchConfig {
-        grid_dim: ((rows.div_ceil(by as usize) as u32).clamp(1, cap), 1, 1),
-        block_dim: (bx, by, 1),
-        shared_mem_bytes: 0,
+fn cap_of(cap: u32) -> Option<u32> {
+    (cap != NO_CAP).then_some(cap)
+}
+
+/// The rows launch of block (bx, by) and grid cap.
+fn row_launch(bx: u32, by: u32, cap: u32) -> ReduceLaunch {
+    ReduceLaunch {
+        rows_block: Some((bx, by)),
+        max_blocks: cap_of(cap),
+        ..Default::default()
     }
 }
 
-fn col_cfg(outer: usize, inner: usize, by: u32, cap: u32, splits: u32) -> LaunchConfig {
-    let tiles = outer * inner.div_ceil(32);
-    LaunchConfig {
-        grid_dim: ((tiles as u32).clamp(1, cap), splits, 1),
-        block_dim: (32, by, 1),
-        shared_mem_bytes: 0,
+/// The column launch of block (32, by) and grid.x cap.
+fn col_launch(by: u32, cap: u32) -> ReduceLaunch {
+    ReduceLaunch {
+        cols_by: Some(by),
+        max_blocks: cap_of(cap),
+        ..Default::default()
     }
 }
 
@@ -238,25 +235,14 @@ fn sum_rows_matches_cpu() {
             let s = suffix(dt).unwrap();
             let what = format!("sum_rows {s} rows={rows} n={n} block=({bx},{by}) off={off}");
             soft(&mut fails, what, || {
-                let f = g.function("reduce", &format!("sum_rows_{s}")).unwrap();
                 let x = quantized(5000 + c as u64, rows * n);
                 let xd = upload_at(g, &x, off, dt);
-                for scale64 in [1.0, 1.0 / n as f64] {
-                    let scale = scale64 as f32;
-                    let want = want_sum(&x, rows, n, scale, dt);
-                    let (rr, nn) = (rows as i64, n as i64);
-                    let mut y = Out::new(g, rows, dt);
-                    unsafe {
-                        g.stream()
-                            .launch_builder(&f)
-                            .arg(&rr)
-                            .arg(&nn)
-                            .arg(&scale)
-                            .arg(&at(&xd, off))
-                            .arg(&mut y.view())
-                            .launch(row_cfg(rows, bx, by, cap))
-                    }
-                    .unwrap();
+                for mean in [false, true] {
+                    let scale64 = if mean { 1.0 / n as f64 } else { 1.0 };
+                    let want = want_sum(&x, rows, n, scale64 as f32, dt);
+                    let y = Out::new(g, rows, dt);
+                    let l = row_launch(bx, by, cap);
+                    gpu_reduce::sum(g, at(&xd, off), y.ptr(), rows, n, 1, mean, l).unwrap();
                     let got = y.read(g, "sum_rows");
                     check("sum_rows", dt, &got, &want, scale64 / 32.0, 0.0);
                 }
@@ -266,48 +252,32 @@ fn sum_rows_matches_cpu() {
     finish(fails);
 }
 
-/// Runs a max kernel three ways (y and idx, y only, idx only; the absent one null) and checks
-/// values and indices exactly against the CPU's (values, argmax).
+/// Runs gpu_reduce::max three ways (y and idx, y only, idx only; the absent one null) and
+/// checks values and indices exactly against the CPU's (values, argmax).
 #[allow(clippy::too_many_arguments)]
 fn run_max(
     g: &Gpu,
     name: &str,
     dt: DType,
-    lead: &[i64],
+    (outer, n, inner): (usize, usize, usize),
     xd: &DevBuf,
     off: usize,
-    count: usize,
-    cfg: LaunchConfig,
+    launch: ReduceLaunch,
     want_v: &[f32],
     want_i: &[i64],
 ) {
     let s = suffix(dt).unwrap();
-    let f = g.function("reduce", &format!("{name}_{s}")).unwrap();
-    let null = 0u64;
+    let count = outer * inner;
     for (wy, wi) in [(true, true), (true, false), (false, true)] {
-        let mut y = Out::new(g, count, dt);
-        let mut idx = idx_buf(g, count);
-        {
-            let xv = at(xd, off);
-            let mut yv = y.view();
-            let mut iv = idx.slice_mut(..count);
-            let mut b = g.stream().launch_builder(&f);
-            for a in lead {
-                b.arg(a);
-            }
-            b.arg(&xv);
-            if wy {
-                b.arg(&mut yv);
-            } else {
-                b.arg(&null);
-            }
-            if wi {
-                b.arg(&mut iv);
-            } else {
-                b.arg(&null);
-            }
-            unsafe { b.launch(cfg) }.unwrap();
-        }
+        let y = Out::new(g, count, dt);
+        let idx = idx_buf(g, count);
+        let yp = if wy { y.ptr() } else { Ptr::null(dt) };
+        let ip = if wi {
+            g.ptr_of(&idx, DType::I64)
+        } else {
+            Ptr::null(DType::I64)
+        };
+        gpu_reduce::max(g, at(xd, off), yp, ip, outer, n, inner, launch).unwrap();
         let got_v = y.read(g, name);
         let got_i = read_idx(g, &idx, count, name);
         if wy {
@@ -343,9 +313,8 @@ fn max_rows_matches_cpu() {
                 let (wv, wi) = cpu::max_rows(&x, n);
                 let wi: Vec<i64> = wi.into_iter().map(|i| i as i64).collect();
                 let xd = upload_at(g, &x, off, dt);
-                let lead = [rows as i64, n as i64];
-                let cfg = row_cfg(rows, bx, by, cap);
-                run_max(g, "max_rows", dt, &lead, &xd, off, rows, cfg, &wv, &wi);
+                let l = row_launch(bx, by, cap);
+                run_max(g, "max_rows", dt, (rows, n, 1), &xd, off, l, &wv, &wi);
             });
         }
     }
@@ -394,76 +363,27 @@ fn sum_cols_case(
     partial: bool,
     seed: u64,
 ) {
-    let s = suffix(dt).unwrap();
-    let f = g.function("reduce", &format!("sum_cols_{s}")).unwrap();
-    let fin = g
-        .function("reduce", &format!("sum_cols_finish_{s}"))
-        .unwrap();
     let count = outer * inner;
     let x = quantized(seed, outer * n * inner);
     let xt = to_rows(&x, outer, n, inner);
     let xd = g.upload_as(&x, dt).unwrap();
-    let (oo, nn, ii, cc, sp) = (
-        outer as i64,
-        n as i64,
-        inner as i64,
-        count as i64,
-        splits as i32,
-    );
-    let null = 0u64;
-    let cfg = col_cfg(outer, inner, by, cap, splits);
-    for scale64 in [1.0, 1.0 / n as f64] {
-        let scale = scale64 as f32;
-        let want = want_sum(&xt, count, n, scale, dt);
-        let mut y = Out::new(g, count, dt);
+    for mean in [false, true] {
+        let scale64 = if mean { 1.0 / n as f64 } else { 1.0 };
+        let want = want_sum(&xt, count, n, scale64 as f32, dt);
+        let y = Out::new(g, count, dt);
+        let mut l = col_launch(by, cap);
+        l.splits = Some(splits);
         if partial {
-            let mut part = g.poisoned::<f32>(splits as usize * count + GUARD).unwrap();
-            {
-                let mut pv = part.slice_mut(..splits as usize * count);
-                unsafe {
-                    g.stream()
-                        .launch_builder(&f)
-                        .arg(&oo)
-                        .arg(&nn)
-                        .arg(&ii)
-                        .arg(&scale)
-                        .arg(&xd.bytes)
-                        .arg(&mut pv)
-                        .arg(&null)
-                        .launch(cfg)
-                }
-                .unwrap();
-            }
-            unsafe {
-                g.stream()
-                    .launch_builder(&fin)
-                    .arg(&cc)
-                    .arg(&sp)
-                    .arg(&scale)
-                    .arg(&part)
-                    .arg(&mut y.view())
-                    .launch(grid(count.div_ceil(256) as u32, 256, 0))
-            }
-            .unwrap();
+            let part = g.poisoned::<f32>(splits as usize * count + GUARD).unwrap();
+            l.partial = Some(g.ptr_of(&part, DType::F32));
+            gpu_reduce::sum(g, xd.ptr(), y.ptr(), outer, n, inner, mean, l).unwrap();
             let p = g.download(&part).unwrap();
             assert!(
                 p[splits as usize * count..].iter().all(|v| v.is_nan()),
                 "sum_cols: wrote past its partials"
             );
         } else {
-            unsafe {
-                g.stream()
-                    .launch_builder(&f)
-                    .arg(&oo)
-                    .arg(&nn)
-                    .arg(&ii)
-                    .arg(&scale)
-                    .arg(&xd.bytes)
-                    .arg(&null)
-                    .arg(&mut y.view())
-                    .launch(cfg)
-            }
-            .unwrap();
+            gpu_reduce::sum(g, xd.ptr(), y.ptr(), outer, n, inner, mean, l).unwrap();
         }
         let got = y.read(g, "sum_cols");
         let name = if partial {
@@ -491,9 +411,8 @@ fn max_cols_matches_cpu() {
                 let wi: Vec<i64> = wi.into_iter().map(|i| i as i64).collect();
                 let x = from_rows(&xt, outer, n, inner);
                 let xd = g.upload_as(&x, dt).unwrap();
-                let lead = [outer as i64, n as i64, inner as i64];
-                let cfg = col_cfg(outer, inner, by, cap, 1);
-                run_max(g, "max_cols", dt, &lead, &xd, 0, count, cfg, &wv, &wi);
+                let l = col_launch(by, cap);
+                run_max(g, "max_cols", dt, (outer, n, inner), &xd, 0, l, &wv, &wi);
             });
         }
     }
@@ -509,43 +428,19 @@ fn sum_all_matches_cpu() {
             let s = suffix(dt).unwrap();
             let what = format!("sum_all {s} n={n} block={block} off={off}");
             soft(&mut fails, what, || {
-                let fp = g
-                    .function("reduce", &format!("sum_all_partial_{s}"))
-                    .unwrap();
-                let ff = g
-                    .function("reduce", &format!("sum_all_finish_{s}"))
-                    .unwrap();
                 let x = quantized(9000 + c as u64, n);
                 let xd = upload_at(g, &x, off, dt);
                 let parts = n.div_ceil(block as usize * 16).clamp(1, 1024);
-                let (nn, pp) = (n as i64, parts as i32);
-                for scale64 in [1.0, 1.0 / n as f64] {
-                    let scale = scale64 as f32;
-                    let want = want_sum(&x, 1, n, scale, dt);
-                    let mut part = g.poisoned::<f32>(parts + GUARD).unwrap();
-                    {
-                        let mut pv = part.slice_mut(..parts);
-                        unsafe {
-                            g.stream()
-                                .launch_builder(&fp)
-                                .arg(&nn)
-                                .arg(&at(&xd, off))
-                                .arg(&mut pv)
-                                .launch(grid(parts as u32, block, 0))
-                        }
-                        .unwrap();
-                    }
-                    let mut y = Out::new(g, 1, dt);
-                    unsafe {
-                        g.stream()
-                            .launch_builder(&ff)
-                            .arg(&pp)
-                            .arg(&scale)
-                            .arg(&part)
-                            .arg(&mut y.view())
-                            .launch(grid(1, 256, 0))
-                    }
-                    .unwrap();
+                for mean in [false, true] {
+                    let scale64 = if mean { 1.0 / n as f64 } else { 1.0 };
+                    let want = want_sum(&x, 1, n, scale64 as f32, dt);
+                    let part = g.poisoned::<f32>(parts + GUARD).unwrap();
+                    let y = Out::new(g, 1, dt);
+                    let l = SumAllLaunch {
+                        block: Some(block),
+                        partial: Some(g.ptr_of(&part, DType::F32)),
+                    };
+                    gpu_reduce::sum_all(g, at(&xd, off), y.ptr(), n, mean, l).unwrap();
                     let p = g.download(&part).unwrap();
                     assert!(
                         p[parts..].iter().all(|v| v.is_nan()),
@@ -558,4 +453,70 @@ fn sum_all_matches_cpu() {
         }
     }
     finish(fails);
+}
+
+/// The default launches (no config): rows, split columns with allocated scratch, sum_all with
+/// allocated partials.
+#[test]
+fn default_launches_match_cpu() {
+    let Some(g) = gpu() else { return };
+    let dt = DType::F32;
+    let d = ReduceLaunch::default();
+    for (outer, n, inner) in [(37, 77, 1), (3, 40_000, 1), (2, 5000, 3), (6, 33, 17)] {
+        let count = outer * inner;
+        let x = quantized(9500 + n as u64, outer * n * inner);
+        let xd = g.upload_as(&x, dt).unwrap();
+        let want = want_sum(&to_rows(&x, outer, n, inner), count, n, 1.0, dt);
+        let y = Out::new(g, count, dt);
+        gpu_reduce::sum(g, xd.ptr(), y.ptr(), outer, n, inner, false, d).unwrap();
+        check(
+            "sum (default)",
+            dt,
+            &y.read(g, "sum"),
+            &want,
+            1.0 / 32.0,
+            0.0,
+        );
+    }
+    let x = quantized(9600, 100_003);
+    let xd = g.upload_as(&x, dt).unwrap();
+    let want = want_sum(&x, 1, x.len(), 1.0, dt);
+    let y = Out::new(g, 1, dt);
+    let l = SumAllLaunch::default();
+    gpu_reduce::sum_all(g, xd.ptr(), y.ptr(), x.len(), false, l).unwrap();
+    check(
+        "sum_all (default)",
+        dt,
+        &y.read(g, "sum_all"),
+        &want,
+        1.0 / 32.0,
+        0.0,
+    );
+}
+
+#[test]
+fn reduce_refuses_bad_buffers() {
+    let Some(g) = gpu() else { return };
+    let dt = DType::F32;
+    let d = ReduceLaunch::default();
+    let x = g.upload_as(&[0.5; 12], dt).unwrap();
+    let y = g.poisoned_as(3, dt).unwrap();
+    let err = gpu_reduce::sum(g, x.ptr(), y.ptr(), 2, 3, 2, false, d).unwrap_err();
+    assert!(err.to_string().contains("y holds 3 elements"), "{err}");
+    let idx = g.poisoned::<i32>(4).unwrap();
+    let ip = g.ptr_of(&idx, DType::I32);
+    let null = Ptr::null(dt);
+    let err = gpu_reduce::max(g, x.ptr(), null, ip, 4, 3, 1, d).unwrap_err();
+    assert!(err.to_string().contains("expected I64"), "{err}");
+    let l = ReduceLaunch {
+        splits: Some(4),
+        partial: Some(g.ptr_of(&idx, DType::F32)),
+        ..d
+    };
+    let y4 = g.poisoned_as(4, dt).unwrap();
+    let err = gpu_reduce::sum(g, x.ptr(), y4.ptr(), 2, 3, 2, false, l).unwrap_err();
+    assert!(
+        err.to_string().contains("partial holds 4 elements"),
+        "{err}"
+    );
 }

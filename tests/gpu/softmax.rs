@@ -1,8 +1,10 @@
-//! kernels/softmax.cu vs src/backend/cpu/softmax.rs (softmax, log-softmax, backward; rows and cols).
+//! backend::cuda::softmax (kernels/softmax.cu) vs src/backend/cpu/softmax.rs (softmax,
+//! log-softmax, backward; rows and cols).
 
 use crate::support::*;
 use medsyn::backend::cpu::softmax as cpu;
-use medsyn::cuda::gpu::suffix;
+use medsyn::backend::cuda::softmax as gpu_softmax;
+use medsyn::cuda::gpu::round_to;
 
 /// (outer, n, inner, log) cases: warp-per-row, wide rows, strided columns.
 const CASES: [(usize, usize, usize, bool); 5] = [
@@ -23,81 +25,15 @@ fn softmax_forward_and_backward_match_cpu() {
             let x = uniform_as(seed, len, -6.0, 6.0, dt);
             let dy = uniform_as(seed + 50, len, -1.0, 1.0, dt);
             let want = cpu::softmax(&x, n, inner, log);
-            let want_dx = cpu::softmax_backward(&round_to_dt(&want, dt), &dy, n, inner, log);
+            let want_dx = cpu::softmax_backward(&round_to(&want, dt), &dy, n, inner, log);
 
             let xd = g.upload_as(&x, dt).unwrap();
             let dyd = g.upload_as(&dy, dt).unwrap();
-            let mut yd = g.poisoned_as(len, dt).unwrap();
-            let mut dxd = g.poisoned_as(len, dt).unwrap();
-            let s = suffix(dt).unwrap();
-            let (o, nn, ii, lg) = (outer as i64, n as i64, inner as i64, log as i32);
-            if inner == 1 {
-                let rows = o;
-                let (bx, by) = if n <= 1024 { (32u32, 8u32) } else { (512, 1) };
-                let cfg = LaunchConfig {
-                    grid_dim: ((outer as u32).div_ceil(by), 1, 1),
-                    block_dim: (bx, by, 1),
-                    shared_mem_bytes: 0,
-                };
-                let f = g.function("softmax", &format!("softmax_rows_{s}")).unwrap();
-                unsafe {
-                    g.stream()
-                        .launch_builder(&f)
-                        .arg(&rows)
-                        .arg(&nn)
-                        .arg(&lg)
-                        .arg(&xd.bytes)
-                        .arg(&mut yd.bytes)
-                        .launch(cfg)
-                }
+            let yd = g.poisoned_as(len, dt).unwrap();
+            let dxd = g.poisoned_as(len, dt).unwrap();
+            gpu_softmax::softmax(g, xd.ptr(), yd.ptr(), outer, n, inner, log).unwrap();
+            gpu_softmax::softmax_backward(g, yd.ptr(), dyd.ptr(), dxd.ptr(), outer, n, inner, log)
                 .unwrap();
-                let f = g
-                    .function("softmax", &format!("softmax_backward_rows_{s}"))
-                    .unwrap();
-                unsafe {
-                    g.stream()
-                        .launch_builder(&f)
-                        .arg(&rows)
-                        .arg(&nn)
-                        .arg(&lg)
-                        .arg(&yd.bytes)
-                        .arg(&dyd.bytes)
-                        .arg(&mut dxd.bytes)
-                        .launch(cfg)
-                }
-                .unwrap();
-            } else {
-                let cfg = grid(((outer * inner) as u32).div_ceil(256), 256, 0);
-                let f = g.function("softmax", &format!("softmax_cols_{s}")).unwrap();
-                unsafe {
-                    g.stream()
-                        .launch_builder(&f)
-                        .arg(&o)
-                        .arg(&nn)
-                        .arg(&ii)
-                        .arg(&lg)
-                        .arg(&xd.bytes)
-                        .arg(&mut yd.bytes)
-                        .launch(cfg)
-                }
-                .unwrap();
-                let f = g
-                    .function("softmax", &format!("softmax_backward_cols_{s}"))
-                    .unwrap();
-                unsafe {
-                    g.stream()
-                        .launch_builder(&f)
-                        .arg(&o)
-                        .arg(&nn)
-                        .arg(&ii)
-                        .arg(&lg)
-                        .arg(&yd.bytes)
-                        .arg(&dyd.bytes)
-                        .arg(&mut dxd.bytes)
-                        .launch(cfg)
-                }
-                .unwrap();
-            }
             let y = g.download_f32(&yd).unwrap();
             let dx = g.download_f32(&dxd).unwrap();
             let name = if inner == 1 {
@@ -124,6 +60,15 @@ fn softmax_forward_and_backward_match_cpu() {
     }
 }
 
-fn round_to_dt(v: &[f32], dt: medsyn::tensor::DType) -> Vec<f32> {
-    medsyn::cuda::gpu::round_to(v, dt)
+#[test]
+fn softmax_refuses_short_buffers_and_mixed_dtypes() {
+    let Some(g) = gpu() else { return };
+    let dt = medsyn::DType::F32;
+    let x = g.upload_as(&[0.0; 10], dt).unwrap();
+    let y = g.poisoned_as(9, dt).unwrap();
+    let err = gpu_softmax::softmax(g, x.ptr(), y.ptr(), 2, 5, 1, false).unwrap_err();
+    assert!(err.to_string().contains("output holds 9 elements"), "{err}");
+    let yh = g.poisoned_as(10, medsyn::DType::BF16).unwrap();
+    let err = gpu_softmax::softmax(g, x.ptr(), yh.ptr(), 2, 5, 1, false).unwrap_err();
+    assert!(err.to_string().contains("expected BF16"), "{err}");
 }

@@ -1,8 +1,10 @@
-//! kernels/upsample.cu vs src/backend/cpu/pool.rs (nearest 2-D upsampling and its backward).
+//! backend::cuda::upsample (kernels/upsample.cu) vs src/backend/cpu/pool.rs (nearest 2-D
+//! upsampling and its backward).
 
 use crate::support::*;
 use medsyn::backend::cpu::pool as cpu;
-use medsyn::cuda::gpu::{round_to, suffix};
+use medsyn::backend::cuda::upsample as gpu_upsample;
+use medsyn::cuda::gpu::round_to;
 
 /// (planes, h, w, s): odd sizes, a row wider than one block (w > 256), s = 1 and s = 4.
 const CASES: [(usize, usize, usize, usize); 5] = [
@@ -12,12 +14,6 @@ const CASES: [(usize, usize, usize, usize); 5] = [
     (1, 3, 5, 4),
     (33, 8, 8, 2),
 ];
-
-/// The contract's block (BX, BY) for a row of `w` source columns.
-fn block(w: usize) -> (u32, u32) {
-    let bx = (w.div_ceil(32) * 32).min(256) as u32;
-    (bx, (256 / bx).max(1))
-}
 
 #[test]
 fn upsample_nearest2d_forward_and_backward_match_cpu() {
@@ -36,53 +32,12 @@ fn upsample_nearest2d_forward_and_backward_match_cpu() {
 
             let xd = g.upload_as(&x, dt).unwrap();
             let dyd = g.upload_as(&dy, dt).unwrap();
-            let mut yd = g.poisoned_as(olen, dt).unwrap();
-            let mut dxd = g.poisoned_as(len, dt).unwrap();
-            let sfx = suffix(dt).unwrap();
-            let (p, hh, ww, ss) = (planes as i64, h as i64, w as i64, s as i32);
-            let (bx, by) = block(w);
-
-            let cfg = LaunchConfig {
-                grid_dim: (((planes * h * s) as u32).div_ceil(by), 1, 1),
-                block_dim: (bx, by, 1),
-                shared_mem_bytes: 0,
-            };
-            let f = g
-                .function("upsample", &format!("upsample_nearest2d_{sfx}"))
+            let yd = g.poisoned_as(olen, dt).unwrap();
+            let dxd = g.poisoned_as(len, dt).unwrap();
+            let hw = (h, w);
+            gpu_upsample::upsample_nearest2d(g, xd.ptr(), yd.ptr(), planes, hw, s).unwrap();
+            gpu_upsample::upsample_nearest2d_backward(g, dyd.ptr(), dxd.ptr(), planes, hw, s)
                 .unwrap();
-            unsafe {
-                g.stream()
-                    .launch_builder(&f)
-                    .arg(&p)
-                    .arg(&hh)
-                    .arg(&ww)
-                    .arg(&ss)
-                    .arg(&xd.bytes)
-                    .arg(&mut yd.bytes)
-                    .launch(cfg)
-            }
-            .unwrap();
-
-            let cfg = LaunchConfig {
-                grid_dim: (((planes * h) as u32).div_ceil(by), 1, 1),
-                block_dim: (bx, by, 1),
-                shared_mem_bytes: 0,
-            };
-            let f = g
-                .function("upsample", &format!("upsample_nearest2d_backward_{sfx}"))
-                .unwrap();
-            unsafe {
-                g.stream()
-                    .launch_builder(&f)
-                    .arg(&p)
-                    .arg(&hh)
-                    .arg(&ww)
-                    .arg(&ss)
-                    .arg(&dyd.bytes)
-                    .arg(&mut dxd.bytes)
-                    .launch(cfg)
-            }
-            .unwrap();
 
             let y = g.download_f32(&yd).unwrap();
             let dx = g.download_f32(&dxd).unwrap();
@@ -91,4 +46,22 @@ fn upsample_nearest2d_forward_and_backward_match_cpu() {
             check("upsample_nearest2d_backward", dt, &dx, &want_dx, 0.0, 0.0);
         }
     }
+}
+
+#[test]
+fn upsample_refuses_short_buffers_wrong_dtypes_and_zero_scale() {
+    let Some(g) = gpu() else { return };
+    let dt = medsyn::DType::F32;
+    let x = g.upload_as(&[0.0; 12], dt).unwrap();
+    let y = g.poisoned_as(47, dt).unwrap();
+    let err = gpu_upsample::upsample_nearest2d(g, x.ptr(), y.ptr(), 3, (2, 2), 2).unwrap_err();
+    assert!(
+        err.to_string().contains("output holds 47 elements"),
+        "{err}"
+    );
+    let yh = g.poisoned_as(48, medsyn::DType::F16).unwrap();
+    let err = gpu_upsample::upsample_nearest2d(g, x.ptr(), yh.ptr(), 3, (2, 2), 2).unwrap_err();
+    assert!(err.to_string().contains("expected F16"), "{err}");
+    let err = gpu_upsample::upsample_nearest2d(g, x.ptr(), x.ptr(), 3, (2, 2), 0).unwrap_err();
+    assert!(err.to_string().contains("at least 1"), "{err}");
 }
