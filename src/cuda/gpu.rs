@@ -129,6 +129,29 @@ impl Gpu {
         &self.allocator
     }
 
+    /// The device's multiprocessor count (sizes split and persistent grids).
+    pub fn sm_count(&self) -> Result<usize> {
+        use sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT as SMS;
+        let n = self
+            .ctx
+            .attribute(SMS)
+            .map_err(|e| driver_error(e, "reading the multiprocessor count"))?;
+        Ok((n as usize).max(1))
+    }
+
+    /// `len` elements of `dtype` of scratch from the caching allocator, with its launch pointer.
+    /// Keep the Block until the launches using the Ptr are queued (dropping it afterwards is
+    /// safe: one stream orders the reuse after them).
+    pub fn scratch(&self, len: usize, dtype: DType) -> Result<(super::Block, Ptr)> {
+        let block = self.allocator.alloc(len * dtype.size_in_bytes())?;
+        let ptr = Ptr {
+            addr: address(block.slice(), &self.stream),
+            dtype,
+            len,
+        };
+        Ok((block, ptr))
+    }
+
     /// The device's name as the driver reports it.
     pub fn name(&self) -> String {
         self.ctx

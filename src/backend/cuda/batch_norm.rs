@@ -53,7 +53,7 @@ impl Plan {
             }
             Some(s) => s,
             None if channels == 0 => 1,
-            None => (4 * sm_count(g)?)
+            None => (4 * g.sm_count()?)
                 .div_ceil(channels)
                 .clamp(1, m.div_ceil(4096).clamp(1, 65535)) as u32,
         };
@@ -379,14 +379,4 @@ pub fn batch_norm_backward(
         unsafe { b.launch(plan.row_grid()) },
         "batch_norm_backward_dx",
     )
-}
-
-/// The device's multiprocessor count (sizes the split grids).
-fn sm_count(g: &Gpu) -> Result<usize> {
-    use cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT as SMS;
-    let v = g
-        .context()
-        .attribute(SMS)
-        .map_err(|e| crate::cuda::modules::driver_error(e, "reading the SM count"))?;
-    Ok((v as usize).max(1))
 }

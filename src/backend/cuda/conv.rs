@@ -4,12 +4,10 @@
 
 use super::check;
 use crate::backend::cpu::conv::Conv2dGeom;
-use crate::cuda::allocator::Block;
-use crate::cuda::gpu::{address, suffix, Ptr};
+use crate::cuda::gpu::{suffix, Ptr};
 use crate::cuda::Gpu;
 use crate::error::{Error, Result};
 use crate::tensor::DType;
-use cudarc::driver::sys::CUdevice_attribute;
 use cudarc::driver::{LaunchConfig, PushKernelArg};
 
 const OP: &str = "conv2d";
@@ -46,7 +44,7 @@ impl NhwcLaunch {
 
     /// [`NhwcLaunch::choose`] for `g`'s multiprocessor count.
     pub fn for_gpu(g: &Gpu, geom: &Conv2dGeom) -> Result<NhwcLaunch> {
-        Ok(NhwcLaunch::choose(geom, sm_count(g)?))
+        Ok(NhwcLaunch::choose(geom, g.sm_count()?))
     }
 }
 
@@ -69,7 +67,7 @@ pub fn conv2d_forward(g: &Gpu, geom: &Conv2dGeom, x: Ptr, w: Ptr, bias: Ptr, y: 
     if empty(geom) {
         return Ok(());
     }
-    let (wt_block, wt) = scratch(g, geom.weight_len(), y.dtype)?;
+    let (wt_block, wt) = g.scratch(geom.weight_len(), y.dtype)?;
     conv2d_weight_to_ohwi(g, geom, w, wt, None)?;
     conv2d_forward_ohwi(g, geom, x, wt, bias, y, None)?;
     drop(wt_block);
@@ -99,10 +97,10 @@ pub fn conv2d_forward_ohwi(
         Some(l) => l,
         None => NhwcLaunch::for_gpu(g, geom)?,
     };
-    let (xt_block, xt) = scratch(g, geom.n * geom.c * geom.h * geom.w, y.dtype)?;
+    let (xt_block, xt) = g.scratch(geom.n * geom.c * geom.h * geom.w, y.dtype)?;
     conv2d_nchw_to_nhwc(g, geom, x, xt)?;
     let ws = if launch.splits > 1 {
-        Some(scratch(g, geom.n * geom.o * geom.p(), DType::F32)?)
+        Some(g.scratch(geom.n * geom.o * geom.p(), DType::F32)?)
     } else {
         None
     };
@@ -341,26 +339,6 @@ pub fn conv2d_fwd_nhwc(
         .arg(&p);
     // SAFETY: as above.
     check::launched(unsafe { b.launch(cfg) }, &kernel)
-}
-
-/// The device's multiprocessor count.
-fn sm_count(g: &Gpu) -> Result<usize> {
-    g.context()
-        .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
-        .map(|v| v.max(1) as usize)
-        .map_err(|e| crate::cuda::modules::driver_error(e, "reading the multiprocessor count"))
-}
-
-/// `len` elements of `dtype` from the allocator; the Block must live until the launches using
-/// the Ptr are queued (dropping it afterwards is safe: one stream).
-fn scratch(g: &Gpu, len: usize, dtype: DType) -> Result<(Block, Ptr)> {
-    let block = g.allocator().alloc(len * dtype.size_in_bytes())?;
-    let ptr = Ptr {
-        addr: address(block.slice(), g.stream()),
-        dtype,
-        len,
-    };
-    Ok((block, ptr))
 }
 
 /// No output elements: nothing to launch.

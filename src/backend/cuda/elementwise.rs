@@ -9,7 +9,7 @@ use crate::cuda::gpu::{suffix, Ptr};
 use crate::cuda::Gpu;
 use crate::error::{Error, Result};
 use crate::tensor::DType;
-use cudarc::driver::{sys, CudaFunction, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaFunction, LaunchConfig, PushKernelArg};
 
 /// The grid of these grid-stride kernels (any grid is correct; every thread loops).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -304,22 +304,13 @@ fn disjoint(op: &str, what: &str, p: Ptr, len: usize, out: Ptr, out_len: usize) 
 fn config(g: &Gpu, n: usize, elems_per_step: usize, launch: Launch) -> Result<LaunchConfig> {
     let cap = match launch.max_blocks {
         Some(c) => c.max(1) as usize,
-        None => 16 * sm_count(g)?,
+        None => 16 * g.sm_count()?,
     };
     Ok(LaunchConfig {
         grid_dim: (check::blocks(n, 256 * elems_per_step, cap), 1, 1),
         block_dim: (256, 1, 1),
         shared_mem_bytes: 0,
     })
-}
-
-fn sm_count(g: &Gpu) -> Result<usize> {
-    use sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT as SMS;
-    let n = g
-        .context()
-        .attribute(SMS)
-        .map_err(|e| crate::cuda::modules::driver_error(e, "reading the SM count"))?;
-    Ok((n as usize).max(1))
 }
 
 /// The kernel `{kernel}_{suffix(dt)}` with its launch shape (16-byte thread-steps).

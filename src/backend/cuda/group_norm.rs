@@ -68,7 +68,7 @@ impl Plan {
             }
             Some(s) => s,
             None if units == 0 => 1,
-            None => (4 * sm_count(g)?)
+            None => (4 * g.sm_count()?)
                 .div_ceil(units)
                 .clamp(1, unit.div_ceil(8192).clamp(1, 65535)) as u32,
         };
@@ -287,14 +287,4 @@ pub fn group_norm_backward(
     };
     // SAFETY: as above.
     check::launched(unsafe { b.launch(cfg) }, "group_norm_backward_params")
-}
-
-/// The device's multiprocessor count (sizes the split grids).
-fn sm_count(g: &Gpu) -> Result<usize> {
-    use cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT as SMS;
-    let v = g
-        .context()
-        .attribute(SMS)
-        .map_err(|e| crate::cuda::modules::driver_error(e, "reading the SM count"))?;
-    Ok((v as usize).max(1))
 }

@@ -141,7 +141,7 @@ pub fn layer_norm_backward(
         }
         None => rows
             .div_ceil(64)
-            .min((4 * sm_count(g)? / tiles).max(1))
+            .min((4 * g.sm_count()? / tiles).max(1))
             .clamp(1, 65535),
     };
     let pcfg = LaunchConfig {
@@ -205,14 +205,4 @@ fn row_config(op: &str, rows: usize, n: usize, launch: LayerNormLaunch) -> Resul
         block_dim: (bx, by, 1),
         shared_mem_bytes: 0,
     })
-}
-
-/// The device's multiprocessor count (sizes the column-sum grid).
-fn sm_count(g: &Gpu) -> Result<usize> {
-    use cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT as SMS;
-    let v = g
-        .context()
-        .attribute(SMS)
-        .map_err(|e| crate::cuda::modules::driver_error(e, "reading the SM count"))?;
-    Ok((v as usize).max(1))
 }
