@@ -1,5 +1,5 @@
 // Fused AdamW step over a flat parameter buffer (fp32 master weights, fp32 moments,
-// f32/f16/bf16 gradient and model copy) and the device side of dynamic loss scaling
+// f32/f16/bf16 model copy, gradient in the parameter's dtype or f32) and the device side of dynamic loss scaling
 // (inf/NaN check + unscale setting a device flag, scale update, loss × scale), so a
 // mixed-precision step runs without host synchronisation. CPU twins:
 // src/optim/adamw.rs (Hyper, update, AdamW::step, step_with_scaler) and
@@ -8,7 +8,8 @@
 // Order of one mixed-precision step on a stream (all device-side):
 //   grad_unscale_check_T  per gradient buffer (sets *found_inf; unscales in place)
 //   adamw_hyper           per group: skip flag from *found_inf, step += 1, scalars
-//   adamw_step_T          per parameter buffer (returns at once when skip is set)
+//   adamw_step_T          per parameter buffer (returns at once when skip is set);
+//                         adamw_step_g32_T for a half parameter with an f32 gradient
 //   loss_scale_update     once (backoff/growth from *found_inf; clears *found_inf)
 // The update itself uses IEEE round-to-nearest intrinsics in the CPU's operation
 // order (no FMA contraction), so with the same scalars the masters and moments are
@@ -56,24 +57,24 @@ extern "C" __global__ void adamw_hyper(int n, const int* __restrict__ found_inf,
     }
 }
 
-// One AdamW update of n parameters unless hyper->skip:
-//   g  = grad (× inv_scale, rounded to T as the CPU's in-place unscale stores it, when
-//        inv_scale is non-null)
+// One AdamW update of n parameters unless hyper->skip, with gradients stored as G:
+//   g  = grad (× inv_scale, rounded to G as the CPU's in-place unscale stores it (a no-op
+//        rounding for G = float), when inv_scale is non-null)
 //   p' = p·decay + neg_step·(m'/(sqrt(v')/bc2 + eps)),  m' = m + (1−β1)(g − m),
 //   v' = v·β2 + (1−β2)·g·g
 // master: f32 weights (the parameter itself for f32 parameters, the fp32 master for
-// f16/bf16 ones); param: the low-precision model copy (null for f32 parameters),
-// written as round(p'). 1-D grid-stride, any grid/block, no smem.
-template <typename T>
-__device__ void adamw_step_impl(long long n, const AdamwHyper* __restrict__ hyper, float* __restrict__ master,
-                                T* __restrict__ param, const T* __restrict__ grad, float* __restrict__ m,
-                                float* __restrict__ v, const float* __restrict__ inv_scale) {
+// f16/bf16 ones); param: the model copy of type T (null for f32 parameters), written
+// as round_T(p'). Shared body of adamw_step_T (G = T) and adamw_step_g32_T (G = float).
+template <typename T, typename G>
+__device__ void adamw_update(long long n, const AdamwHyper* __restrict__ hyper, float* __restrict__ master,
+                             T* __restrict__ param, const G* __restrict__ grad, float* __restrict__ m,
+                             float* __restrict__ v, const float* __restrict__ inv_scale) {
     const AdamwHyper h = *hyper;
     if (h.skip) return;
     const float k = inv_scale ? *inv_scale : 1.0f;
     for (long long i = medsyn::global_tid(); i < n; i += medsyn::grid_stride()) {
         float g = medsyn::to_f32(grad[i]);
-        if (inv_scale) g = medsyn::to_f32(medsyn::from_f32<T>(__fmul_rn(g, k)));
+        if (inv_scale) g = medsyn::to_f32(medsyn::from_f32<G>(__fmul_rn(g, k)));
         const float mi0 = m[i], vi0 = v[i];
         const float pi = __fmul_rn(master[i], h.decay);
         const float mi = __fadd_rn(mi0, __fmul_rn(h.one_minus_beta1, __fsub_rn(g, mi0)));
@@ -86,11 +87,42 @@ __device__ void adamw_step_impl(long long n, const AdamwHyper* __restrict__ hype
         if (param) param[i] = medsyn::from_f32<T>(p);
     }
 }
+
+// adamw_update with grad and param both of type T (f32 parameters: param null; half
+// parameters with half gradients). 1-D grid-stride, any grid/block, no smem.
+template <typename T>
+__device__ void adamw_step_impl(long long n, const AdamwHyper* __restrict__ hyper, float* __restrict__ master,
+                                T* __restrict__ param, const T* __restrict__ grad, float* __restrict__ m,
+                                float* __restrict__ v, const float* __restrict__ inv_scale) {
+    adamw_update<T, T>(n, hyper, master, param, grad, m, v, inv_scale);
+}
 MEDSYN_DTYPES(adamw_step,
               (long long n, const AdamwHyper* __restrict__ hyper, float* __restrict__ master, T* __restrict__ param,
                const T* __restrict__ grad, float* __restrict__ m, float* __restrict__ v,
                const float* __restrict__ inv_scale),
               (n, hyper, master, param, grad, m, v, inv_scale))
+
+// adamw_update for a half parameter (T = f16/bf16, param required) with f32 gradients,
+// the CPU's convention (backward leaves a half leaf's gradient in f32; the scaler
+// unscales it in f32 without rounding to T). 1-D grid-stride, any grid/block, no smem.
+// Entry points adamw_step_g32_f16 and adamw_step_g32_bf16 only (f32 parameters with
+// f32 gradients are adamw_step_f32).
+template <typename T>
+__device__ void adamw_step_g32_impl(long long n, const AdamwHyper* __restrict__ hyper, float* __restrict__ master,
+                                    T* __restrict__ param, const float* __restrict__ grad, float* __restrict__ m,
+                                    float* __restrict__ v, const float* __restrict__ inv_scale) {
+    adamw_update<T, float>(n, hyper, master, param, grad, m, v, inv_scale);
+}
+MEDSYN_ENTRY(adamw_step_g32, f16, __half,
+             (long long n, const AdamwHyper* __restrict__ hyper, float* __restrict__ master, T* __restrict__ param,
+              const float* __restrict__ grad, float* __restrict__ m, float* __restrict__ v,
+              const float* __restrict__ inv_scale),
+             (n, hyper, master, param, grad, m, v, inv_scale))
+MEDSYN_ENTRY(adamw_step_g32, bf16, __nv_bfloat16,
+             (long long n, const AdamwHyper* __restrict__ hyper, float* __restrict__ master, T* __restrict__ param,
+              const float* __restrict__ grad, float* __restrict__ m, float* __restrict__ v,
+              const float* __restrict__ inv_scale),
+             (n, hyper, master, param, grad, m, v, inv_scale))
 
 // Sets *found_inf = 1 if any of grad[0..n) is inf or NaN (checked before scaling, as
 // the CPU); when inv_scale is non-null also grad[i] = round_T(grad[i]·inv_scale) in
@@ -157,8 +189,9 @@ MEDSYN_DTYPES(scale_by_device,
 /*
 Launch contract (adamw.cu)
 ==========================
-Device state the Rust side allocates: per parameter buffer m, v (f32, zeroed) and,
-for f16/bf16 parameters, an f32 master (initialised from the parameter; the CPU's
+Device state the Rust side allocates: per parameter buffer m, v (f32, zeroed), a
+gradient buffer (the parameter's dtype, or f32 for a half parameter: adamw_step_g32_T)
+and, for f16/bf16 parameters, an f32 master (initialised from the parameter; the CPU's
 master_matches re-sync is a host decision: re-cast with cast_f16_f32/cast_bf16_f32);
 per group (or per parameter) an i64 step counter (zeroed, or restored from a
 checkpoint) and an AdamwHyper (32 bytes: 7 f32 + i32 skip, field order as the struct);
@@ -174,15 +207,29 @@ adamw_hyper(int n, const int* found_inf (nullable), i64* steps, double lr, doubl
 adamw_step_T(i64 n, const AdamwHyper* hyper, float* master, T* param (nullable),
              const T* grad, float* m, float* v, const float* inv_scale (nullable))
     T = dtype of grad and param. f32 parameters: adamw_step_f32 with master = the
-    parameter buffer, param = null. f16/bf16: master = the f32 master, param = the
-    parameter. inv_scale: non-null to unscale here (skip grad_unscale_check's write);
-    null when the gradients are already unscaled or no scaler is used.
+    parameter buffer, param = null. f16/bf16 with f16/bf16 gradients: master = the f32
+    master, param = the parameter. inv_scale: non-null to unscale here (skip
+    grad_unscale_check's write; the unscaled gradient is rounded to T as
+    grad_unscale_check_T would store it); null when the gradients are already unscaled
+    or no scaler is used.
     1-D grid-stride: block 256, grid min(ceil(n/256), 8·SMs·(2048/256)); no smem.
     Mirrors adamw::update (+ step_param's master handling); bit-identical given equal
     AdamwHyper scalars.
+adamw_step_g32_T(i64 n, const AdamwHyper* hyper, float* master, T* param,
+                 const float* grad, float* m, float* v, const float* inv_scale (nullable))
+    T ∈ {f16, bf16} only (entries adamw_step_g32_f16, adamw_step_g32_bf16): a half
+    parameter with an f32 gradient, the CPU's convention (engine's leaf_grad_dtype keeps
+    a half leaf's gradient in f32). master = the f32 master, param = the parameter
+    (required, written as round_T(master)). inv_scale: non-null to unscale here in f32
+    (no rounding to T, as LossScaler::unscale_and_check on an f32 gradient); the
+    overflow check / in-place unscale of such gradients is grad_unscale_check_f32.
+    Launch as adamw_step_T. Mirrors AdamW::step / step_with_scaler on a half parameter
+    whose gradient is f32; bit-identical given equal AdamwHyper scalars.
 grad_unscale_check_T(i64 n, T* grad, const float* inv_scale (nullable), int* found_inf)
-    1-D grid-stride (block 256, grid as adamw_step); no smem. Mirrors
-    LossScaler::unscale_and_check (per buffer; the flag ORs over buffers).
+    T = dtype of the gradient buffer (grad_unscale_check_f32 for the f32 gradients of
+    half parameters, as used with adamw_step_g32_T). 1-D grid-stride (block 256, grid
+    as adamw_step); no smem. Mirrors LossScaler::unscale_and_check (per buffer; the
+    flag ORs over buffers).
 loss_scale_update(int* found_inf, double* scale, i64* growth_tracker, float* inv_scale,
                   double growth_factor, double backoff_factor, i64 growth_interval)
     grid 1, block 1; after every adamw_step of the step. Mirrors LossScaler::update

@@ -101,15 +101,15 @@ MEDSYN_DTYPES(batch_norm_stats,
               (batch, channels, spatial, x, partial))
 
 // Per channel: combine the slices (f64) into mean and biased var; mean_out[c] = mean,
-// rstd_out[c] = 1/sqrt(var + eps) (f32 from f64); when running_mean/running_var are
-// non-null update them in place: rm = (1 − momentum)·rm + momentum·mean, rv = (1 −
-// momentum)·rv + momentum·(M/(M − 1))·var (f64, stored in T). 1-D grid-stride over
-// channels, any grid/block, no smem.
+// rstd_out[c] = 1/sqrt(var + eps) (f32 from f64); when running_mean/running_var (f32 for
+// every T, as nn::BatchNorm2d's and PyTorch's buffers) are non-null update them in place:
+// rm = (1 − momentum)·rm + momentum·mean, rv = (1 − momentum)·rv + momentum·(M/(M − 1))·var
+// (f64, stored as f32). 1-D grid-stride over channels, any grid/block, no smem.
 template <typename T>
 __device__ void batch_norm_stats_finish_impl(long long batch, long long channels, long long spatial, int splits,
                                              double eps, double momentum, const float* __restrict__ partial,
                                              float* __restrict__ mean_out, float* __restrict__ rstd_out,
-                                             T* __restrict__ running_mean, T* __restrict__ running_var) {
+                                             float* __restrict__ running_mean, float* __restrict__ running_var) {
     const long long M = batch * spatial;
     for (long long c = medsyn::global_tid(); c < channels; c += medsyn::grid_stride()) {
         medsyn::Moments mo;
@@ -123,34 +123,35 @@ __device__ void batch_norm_stats_finish_impl(long long batch, long long channels
         mean_out[c] = (float)mean;
         rstd_out[c] = (float)(1.0 / sqrt(var + eps));
         if (running_mean && running_var) {
-            const double rm = (double)bn::to_f32(running_mean[c]), rv = (double)bn::to_f32(running_var[c]);
+            const double rm = (double)running_mean[c], rv = (double)running_var[c];
             const double corr = M > 1 ? (double)M / (double)(M - 1) : 1.0;
-            running_mean[c] = bn::from_f32<T>((float)((1.0 - momentum) * rm + momentum * 1.0 * mean));
-            running_var[c] = bn::from_f32<T>((float)((1.0 - momentum) * rv + momentum * corr * var));
+            running_mean[c] = (float)((1.0 - momentum) * rm + momentum * 1.0 * mean);
+            running_var[c] = (float)((1.0 - momentum) * rv + momentum * corr * var);
         }
     }
 }
 MEDSYN_DTYPES(batch_norm_stats_finish,
               (long long batch, long long channels, long long spatial, int splits, double eps, double momentum,
                const float* __restrict__ partial, float* __restrict__ mean_out, float* __restrict__ rstd_out,
-               T* __restrict__ running_mean, T* __restrict__ running_var),
+               float* __restrict__ running_mean, float* __restrict__ running_var),
               (batch, channels, spatial, splits, eps, momentum, partial, mean_out, rstd_out, running_mean,
                running_var))
 
 // Eval mode: mean_out[c] = running_mean[c], rstd_out[c] = 1/sqrt(running_var[c] + eps)
-// (f64, as the CPU). 1-D grid-stride over channels, any grid/block, no smem.
+// (f64, as the CPU); running stats f32 for every T (the suffix names the layer's dtype;
+// the body does not depend on it). 1-D grid-stride over channels, any grid/block, no smem.
 template <typename T>
-__device__ void batch_norm_eval_stats_impl(long long channels, double eps, const T* __restrict__ running_mean,
-                                           const T* __restrict__ running_var, float* __restrict__ mean_out,
+__device__ void batch_norm_eval_stats_impl(long long channels, double eps, const float* __restrict__ running_mean,
+                                           const float* __restrict__ running_var, float* __restrict__ mean_out,
                                            float* __restrict__ rstd_out) {
     for (long long c = medsyn::global_tid(); c < channels; c += medsyn::grid_stride()) {
-        mean_out[c] = bn::to_f32(running_mean[c]);
-        rstd_out[c] = (float)(1.0 / sqrt((double)bn::to_f32(running_var[c]) + eps));
+        mean_out[c] = running_mean[c];
+        rstd_out[c] = (float)(1.0 / sqrt((double)running_var[c] + eps));
     }
 }
 MEDSYN_DTYPES(batch_norm_eval_stats,
-              (long long channels, double eps, const T* __restrict__ running_mean, const T* __restrict__ running_var,
-               float* __restrict__ mean_out, float* __restrict__ rstd_out),
+              (long long channels, double eps, const float* __restrict__ running_mean,
+               const float* __restrict__ running_var, float* __restrict__ mean_out, float* __restrict__ rstd_out),
               (channels, eps, running_mean, running_var, mean_out, rstd_out))
 
 // ---------------------------------------------------------------------------------
@@ -288,9 +289,12 @@ MEDSYN_DTYPES(batch_norm_backward_dx,
 Launch contract (batch_norm.cu)
 ===============================
 Layout: x, y, g, dx contiguous [batch, channels, spatial] (x of [N, C, ...] with
-spatial = product of the trailing dims); weight, bias, dweight, dbias, running_mean,
-running_var [channels] in T (the same dtype as x; nullable where marked); mean, rstd,
-m1, m2 f32 [channels]. Suffix = storage type T (compute f32, combines in f64).
+spatial = product of the trailing dims); weight, bias, dweight, dbias [channels] in T
+(the same dtype as x; nullable where marked); running_mean, running_var [channels] f32
+for every T (as nn::BatchNorm2d keeps them in dtype.compute() and PyTorch keeps its
+buffers in f32 under autocast: bf16/f16 running stats would stall under momentum
+updates); mean, rstd, m1, m2 f32 [channels]. Suffix = storage type T of x (compute f32,
+combines in f64).
 Needs spatial < 2^31. M = batch·spatial elements per channel. `splits` (grid.y,
 1..65535) cuts each channel's M elements into slices of ceil(M / splits); choose it so
 that channels·splits ≈ 2–4·SMs, e.g. splits = clamp(ceil(4·SMs / channels), 1,
@@ -302,14 +306,15 @@ batch_norm_stats_T(i64 batch, i64 channels, i64 spatial, const T* x, float* part
     smem 128 B; partial: f32 scratch of 2·channels·splits floats.
 batch_norm_stats_finish_T(i64 batch, i64 channels, i64 spatial, int splits, double eps,
                           double momentum, const float* partial, float* mean, float* rstd,
-                          T* running_mean (nullable), T* running_var (nullable))
+                          float* running_mean (nullable), float* running_var (nullable))
     1-D grid-stride over channels (block 256, grid ceil(channels/256)); no smem.
     Running stats are updated only when both pointers are non-null (the CPU's
     `running` = Some); M > 1 is checked by the op (training needs > 1 value).
 Eval forward:
-batch_norm_eval_stats_T(i64 channels, double eps, const T* running_mean, const T* running_var,
-                        float* mean, float* rstd)
-    1-D grid-stride over channels; no smem.
+batch_norm_eval_stats_T(i64 channels, double eps, const float* running_mean,
+                        const float* running_var, float* mean, float* rstd)
+    1-D grid-stride over channels; no smem. All three suffixes are the same f32 code
+    (T = the layer's dtype; the launcher may use any).
 Both:
 batch_norm_apply_T(i64 batch, i64 channels, i64 spatial, const T* x, const float* mean,
                    const float* rstd, const T* weight (nullable), const T* bias (nullable), T* y)

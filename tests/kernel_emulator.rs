@@ -140,6 +140,11 @@ fn group_norm() {
 }
 
 #[test]
+fn batch_norm() {
+    emulate("test_batch_norm", Some("batch_norm"), BOTH);
+}
+
+#[test]
 fn layer_norm() {
     emulate("test_layer_norm", Some("layer_norm"), BOTH);
 }

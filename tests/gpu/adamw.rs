@@ -1,7 +1,8 @@
 //! backend::cuda::adamw (kernels/adamw.cu) vs src/optim/ (AdamW with fp32 masters,
 //! LossScaler): several steps with and without loss scaling, an overflowing step (skipped, scale
-//! backed off), growth after growth_interval clean steps, the loss × scale kernel and the scale
-//! update on its own.
+//! backed off), growth after growth_interval clean steps, with gradients in the parameter's dtype
+//! and, for half parameters, in f32 as the CPU keeps them (adamw_step_g32_T, incl. unscaled f16
+//! gradients in f16's subnormal range); the loss × scale kernel and the scale update on its own.
 
 use crate::support::*;
 use cudarc::driver::CudaSlice;
@@ -105,15 +106,50 @@ fn compare(name: &str, what: &str, got: &[f32], want: &[f32], exact: bool, max_e
     }
 }
 
-/// Gradient values for step `s` of parameter `j`: ±[0.01, 1) (so that unscaled f16 gradients
-/// stay out of f16's subnormal range, see the report) times `scale`, rounded to `dt`.
-fn grad_values(s: usize, j: usize, n: usize, scale: f64, dt: DType) -> Vec<f32> {
+/// The gradients a run feeds: in the parameter's dtype, or f32 for a half parameter (the CPU's
+/// convention: backward leaves a half leaf's gradient in f32).
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Grads {
+    /// Rounded to the parameter's dtype, magnitudes [0.01, 1) after unscaling (so that an
+    /// unscaled f16 gradient stays out of f16's subnormal range: adamw_step_f16 rounds it to
+    /// f16 where the CPU keeps f32).
+    Param,
+    /// f32 values off the half grid, magnitudes [0.01, 1) after unscaling (adamw_step_g32_T).
+    F32,
+    /// f32 values whose unscaled magnitudes lie in [2e-7, 5.9e-5): subnormal in f16.
+    F32Tiny,
+}
+
+impl Grads {
+    fn dtype(self, dt: DType) -> DType {
+        if self == Grads::Param {
+            dt
+        } else {
+            DType::F32
+        }
+    }
+    fn tag(self) -> &'static str {
+        match self {
+            Grads::Param => "",
+            Grads::F32 => "_g32",
+            Grads::F32Tiny => "_g32/subnormal",
+        }
+    }
+}
+
+/// Gradient values for step `s` of parameter `j` (magnitudes as `kind` says) times `scale`,
+/// rounded to the gradient's dtype.
+fn grad_values(s: usize, j: usize, n: usize, scale: f64, dt: DType, kind: Grads) -> Vec<f32> {
     let u = uniform(1000 + 10 * s as u64 + j as u64, n, -1.0, 1.0);
+    let (lo, span) = match kind {
+        Grads::Param | Grads::F32 => (0.01, 0.99),
+        Grads::F32Tiny => (2e-7, 5.88e-5),
+    };
     let v: Vec<f32> = u
         .iter()
-        .map(|&x| (x.signum() * (0.01 + 0.99 * x.abs())) * scale as f32)
+        .map(|&x| (x.signum() * (lo + span * x.abs())) * scale as f32)
         .collect();
-    round_to(&v, dt)
+    round_to(&v, kind.dtype(dt))
 }
 
 /// The CPU twin's parameters (one group), optimizer and scaler.
@@ -147,12 +183,12 @@ fn cpu_setup(dt: DType) -> (Vec<Tensor>, AdamW, LossScaler) {
 }
 
 /// Step `s`'s gradients (an inf in parameter 1 at INF_STEP when scaled).
-fn step_grads(s: usize, scale: f64, dt: DType, scaled: bool) -> Vec<Vec<f32>> {
+fn step_grads(s: usize, scale: f64, dt: DType, scaled: bool, kind: Grads) -> Vec<Vec<f32>> {
     SIZES
         .iter()
         .enumerate()
         .map(|(j, &n)| {
-            let mut v = grad_values(s, j, n, scale, dt);
+            let mut v = grad_values(s, j, n, scale, dt, kind);
             if scaled && s == INF_STEP && j == 1 {
                 v[n / 2] = f32::INFINITY;
             }
@@ -161,19 +197,19 @@ fn step_grads(s: usize, scale: f64, dt: DType, scaled: bool) -> Vec<Vec<f32>> {
         .collect()
 }
 
-/// One CPU step from `grads` (f32 leaf gradients for half parameters, holding the rounded
-/// values, as backward leaves them); returns whether it overflowed (was skipped).
+/// One CPU step from `grads`, backpropagated as `gdt` tensors (a half parameter's leaf gradient
+/// is f32 either way, as backward leaves it); returns whether it overflowed (was skipped).
 fn cpu_step(
     params: &[Tensor],
     opt: &mut AdamW,
     scaler: &mut LossScaler,
     grads: &[Vec<f32>],
-    dt: DType,
+    gdt: DType,
     scaled: bool,
 ) -> bool {
     opt.zero_grad();
     for (p, gv) in params.iter().zip(grads) {
-        let gt = Tensor::from_values(gv.clone(), &[gv.len()], dt).unwrap();
+        let gt = Tensor::from_values(gv.clone(), &[gv.len()], gdt).unwrap();
         p.backward_with(&gt).unwrap();
     }
     if scaled {
@@ -189,12 +225,24 @@ fn cpu_step(
 /// half).
 #[test]
 fn loss_scaling_schedule_skips_one_step_then_grows() {
-    for dt in DTYPES {
+    let half_kinds = [Grads::Param, Grads::F32, Grads::F32Tiny];
+    for (dt, kind) in DTYPES
+        .into_iter()
+        .flat_map(|dt| half_kinds.map(|k| (dt, k)))
+        .filter(|&(dt, k)| dt != DType::F32 || k == Grads::Param)
+    {
         let (params, mut opt, mut scaler) = cpu_setup(dt);
         for s in 0..STEPS {
-            let grads = step_grads(s, scaler.scale_value(), dt, true);
-            let overflow = cpu_step(&params, &mut opt, &mut scaler, &grads, dt, true);
-            assert_eq!(overflow, s == INF_STEP, "{dt:?} step {s}");
+            let grads = step_grads(s, scaler.scale_value(), dt, true, kind);
+            let overflow = cpu_step(&params, &mut opt, &mut scaler, &grads, kind.dtype(dt), true);
+            assert_eq!(overflow, s == INF_STEP, "{dt:?} {kind:?} step {s}");
+            for (p, gv) in params.iter().zip(&grads) {
+                // A half leaf's gradient is f32 (the convention adamw_step_g32_T serves).
+                if let Some(gr) = p.grad() {
+                    assert_eq!(gr.dtype(), DType::F32, "{dt:?}");
+                    assert_eq!(gr.numel(), gv.len());
+                }
+            }
             assert!(params
                 .iter()
                 .all(|p| p.to_vec_f32().iter().all(|v| v.is_finite())));
@@ -213,9 +261,16 @@ fn loss_scaling_schedule_skips_one_step_then_grows() {
     }
 }
 
-fn run_adamw(g: &Gpu, dt: DType, scaled: bool) {
+/// `STEPS` steps of the CPU twin and the device on parameters of dtype `dt` with gradients of
+/// `kind` (f32 gradients only for half parameters), with or without the loss scaler.
+fn run_adamw(g: &Gpu, dt: DType, scaled: bool, kind: Grads) {
     let sfx = suffix(dt).unwrap();
     let half = dt != DType::F32;
+    assert!(
+        half || kind == Grads::Param,
+        "f32 gradients are for half parameters"
+    );
+    let gdt = kind.dtype(dt);
     let (params, mut opt, mut scaler) = cpu_setup(dt);
 
     // Device state (the contract's list).
@@ -246,7 +301,7 @@ fn run_adamw(g: &Gpu, dt: DType, scaled: bool) {
     let tracker_p = g.ptr_of(&tracker, DType::I64);
     let inv_p = g.ptr_of(&inv_scale, DType::F32);
     let nil32 = Ptr::null(DType::F32);
-    let tag = if scaled { "" } else { "/no_scaler" };
+    let tag = format!("{}{}", kind.tag(), if scaled { "" } else { "/no_scaler" });
     let mut err = 0.0f64;
     let (mut found_got, mut found_want) = (Vec::new(), Vec::new());
     let (mut sched_got, mut sched_want) = (Vec::new(), Vec::new());
@@ -255,13 +310,13 @@ fn run_adamw(g: &Gpu, dt: DType, scaled: bool) {
 
     for s in 0..STEPS {
         let cur_scale = if scaled { scaler.scale_value() } else { 1.0 };
-        let grads = step_grads(s, cur_scale, dt, scaled);
-        let overflow = cpu_step(&params, &mut opt, &mut scaler, &grads, dt, scaled);
+        let grads = step_grads(s, cur_scale, dt, scaled, kind);
+        let overflow = cpu_step(&params, &mut opt, &mut scaler, &grads, gdt, scaled);
 
         // GPU: check/unscale, hyper, step, scale update.
         let gbufs: Vec<DevBuf> = grads
             .iter()
-            .map(|gv| g.upload_as(gv, dt).unwrap())
+            .map(|gv| g.upload_as(gv, gdt).unwrap())
             .collect();
         if scaled {
             for (j, gb) in gbufs.iter().enumerate() {
@@ -385,12 +440,12 @@ fn run_adamw(g: &Gpu, dt: DType, scaled: bool) {
         assert_eq!(scaler.scale_value(), INIT_SCALE * BACKOFF * GROWTH);
         assert_eq!(opt.steps(), STEPS as u64 - 1);
         check_exact(
-            &format!("grad_unscale_check found_inf {sfx}"),
+            &format!("grad_unscale_check found_inf{tag} {sfx}"),
             &found_got,
             &found_want,
         );
         check_exact(
-            &format!("loss_scale_update + steps {sfx}"),
+            &format!("loss_scale_update + steps{tag} {sfx}"),
             &sched_got,
             &sched_want,
         );
@@ -416,7 +471,7 @@ fn run_adamw(g: &Gpu, dt: DType, scaled: bool) {
 fn adamw_with_loss_scaling_matches_cpu() {
     let Some(g) = gpu() else { return };
     for dt in DTYPES {
-        run_adamw(g, dt, true);
+        run_adamw(g, dt, true, Grads::Param);
     }
 }
 
@@ -424,7 +479,71 @@ fn adamw_with_loss_scaling_matches_cpu() {
 fn adamw_without_scaler_matches_cpu() {
     let Some(g) = gpu() else { return };
     for dt in DTYPES {
-        run_adamw(g, dt, false);
+        run_adamw(g, dt, false, Grads::Param);
+    }
+}
+
+/// Half parameters with f32 gradients (adamw_step_g32_T, f32 buffers checked and unscaled by
+/// grad_unscale_check_f32), bit-identical to AdamW::step / step_with_scaler given equal scalars;
+/// including f16 with unscaled gradients that are subnormal in f16.
+#[test]
+fn adamw_half_params_with_f32_grads_match_cpu() {
+    let Some(g) = gpu() else { return };
+    for dt in [DType::BF16, DType::F16] {
+        run_adamw(g, dt, true, Grads::F32);
+        run_adamw(g, dt, false, Grads::F32);
+        run_adamw(g, dt, true, Grads::F32Tiny);
+    }
+}
+
+/// The premise of the f32-gradient device cases, on the CPU alone (runs without a GPU): the
+/// gradients are off the half grid (F32Tiny: subnormal in f16 after unscaling), so a kernel that
+/// rounded the unscaled gradient to the parameter's dtype would give other masters than the CPU.
+#[test]
+fn f32_gradient_cases_differ_from_rounded_gradients() {
+    for (dt, kind) in [
+        (DType::BF16, Grads::F32),
+        (DType::F16, Grads::F32),
+        (DType::F16, Grads::F32Tiny),
+    ] {
+        let unscaled = grad_values(0, 2, SIZES[2], 1.0, dt, kind);
+        let rounded = round_to(&unscaled, dt);
+        let off = unscaled
+            .iter()
+            .zip(&rounded)
+            .filter(|(a, b)| a != b)
+            .count();
+        assert!(
+            off > unscaled.len() / 2,
+            "{dt:?} {kind:?}: only {off} gradients off the grid"
+        );
+        if kind == Grads::F32Tiny {
+            // Below f16's smallest normal 2^-14, above its smallest subnormal 2^-24.
+            let (min_normal, min_sub) = (2f32.powi(-14), 2f32.powi(-24));
+            assert!(unscaled
+                .iter()
+                .all(|x| x.abs() < min_normal && x.abs() > min_sub));
+        }
+        // Two CPU runs, f32 gradients vs the same rounded to dt: the masters differ.
+        let mut masters = Vec::new();
+        for round in [false, true] {
+            let (params, mut opt, mut scaler) = cpu_setup(dt);
+            for s in 0..2 {
+                let mut grads = step_grads(s, scaler.scale_value(), dt, true, kind);
+                if round {
+                    let inv = (1.0 / scaler.scale_value()) as f32;
+                    // What a T-rounding unscale would feed the update, scaled back exactly
+                    // (the scale is a power of two).
+                    for gv in &mut grads {
+                        let r: Vec<f32> = gv.iter().map(|&x| x * inv).collect();
+                        *gv = round_to(&r, dt).iter().map(|&x| x / inv).collect();
+                    }
+                }
+                cpu_step(&params, &mut opt, &mut scaler, &grads, DType::F32, true);
+            }
+            masters.push(opt.full_precision_params().unwrap()[2].to_vec_f32());
+        }
+        assert_ne!(masters[0], masters[1], "{dt:?} {kind:?}");
     }
 }
 
@@ -528,6 +647,39 @@ fn adamw_refuses_short_buffers_wrong_dtypes_and_misplaced_params() {
     let nilh = Ptr::null(DType::BF16);
     let err = gpu_adamw::adamw_step(g, hyper_p, fp, nilh, gh.ptr(), fp, fp, nil32, 10).unwrap_err();
     assert!(err.to_string().contains("param is a null pointer"), "{err}");
+    // f32 gradients with a half parameter (adamw_step_g32_T): the parameter is still needed
+    // in full, and no kernel takes other pairs.
+    let short_h = g.upload_as(&[0.0; 9], DType::F16).unwrap();
+    let err = gpu_adamw::adamw_step(g, hyper_p, fp, short_h.ptr(), grad.ptr(), fp, fp, nil32, 10)
+        .unwrap_err();
+    assert!(err.to_string().contains("param holds 9 elements"), "{err}");
+    let gf16 = g.upload_as(&[0.0; 10], DType::F16).unwrap();
+    let pbf16 = g.upload_as(&[0.0; 10], DType::BF16).unwrap();
+    let err = gpu_adamw::adamw_step(g, hyper_p, fp, pbf16.ptr(), gf16.ptr(), fp, fp, nil32, 10)
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("param is BF16, expected F16"),
+        "{err}"
+    );
+    let err = gpu_adamw::adamw_step(g, hyper_p, fp, fp, gh.ptr(), fp, fp, nil32, 10).unwrap_err();
+    assert!(
+        err.to_string().contains("param is F32, expected BF16"),
+        "{err}"
+    );
+    let d64 = g.zeros::<f64>(10).unwrap();
+    let err = gpu_adamw::adamw_step(
+        g,
+        hyper_p,
+        fp,
+        nil32,
+        g.ptr_of(&d64, DType::F64),
+        fp,
+        fp,
+        nil32,
+        10,
+    )
+    .unwrap_err();
+    assert!(err.to_string().to_lowercase().contains("f64"), "{err}");
     let scale = g.upload(&[1.0f32]).unwrap();
     let err = gpu_adamw::scale_by_device(g, grad.ptr(), g.ptr_of(&scale, DType::F32), fp, 10)
         .unwrap_err();

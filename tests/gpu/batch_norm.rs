@@ -1,12 +1,14 @@
 //! backend::cuda::batch_norm (kernels/batch_norm.cu) vs src/backend/cpu/norm.rs +
 //! Tensor::batch_norm's running-stat update (training stats over split channels, eval stats,
-//! apply, backward sums/finish/dx), and its argument checks.
+//! apply, backward sums/finish/dx), the f32 running stats of bf16/f16 layers over several
+//! training steps vs nn::BatchNorm2d, and the argument checks.
 
 use crate::support::*;
 use medsyn::backend::cpu::norm::{self as cpu, Affine, Needs};
 use medsyn::backend::cuda::batch_norm::{self as gpu_bn, BatchNormLaunch};
 use medsyn::cuda::gpu::{suffix, Ptr};
-use medsyn::DType;
+use medsyn::nn::{BatchNorm2d, Module};
+use medsyn::{DType, Tensor};
 
 /// One BatchNorm problem and its launch shape.
 struct Case {
@@ -84,7 +86,7 @@ struct Want {
 }
 
 /// Mirrors Tensor::batch_norm (src/ops/norm.rs) and cpu::norm::batch_norm_backward on the
-/// rounded inputs, running stats `rm`, `rv` as the GPU holds them (in T).
+/// rounded inputs, running stats `rm`, `rv` in f32 (for every dtype, as nn::BatchNorm2d).
 fn reference(
     c: &Case,
     x: &[f32],
@@ -179,10 +181,9 @@ fn batch_norm_forward_and_backward_match_cpu() {
             let b = c
                 .affine
                 .then(|| uniform_as(seed + 3, channels, -0.5, 0.5, dt));
-            // Running stats live in T on the GPU (the contract), so the reference starts
-            // from the rounded values too.
-            let rm = uniform_as(seed + 4, channels, 0.0, 2.0, dt);
-            let rv = uniform_as(seed + 5, channels, 0.5, 2.0, dt);
+            // Running stats are f32 for every dtype (the contract, as nn::BatchNorm2d).
+            let rm = uniform(seed + 4, channels, 0.0, 2.0);
+            let rv = uniform(seed + 5, channels, 0.5, 2.0);
             let want = reference(c, &x, &dy, w.as_deref(), b.as_deref(), &rm, &rv);
             assert_eq!(want.dx.len(), len);
             let Some(g) = gpu() else { continue };
@@ -194,8 +195,8 @@ fn batch_norm_forward_and_backward_match_cpu() {
             let bd = b.as_ref().map(|v| g.upload_as(v, dt).unwrap());
             let wp = wd.as_ref().map_or(Ptr::null(dt), |d| d.ptr());
             let bp = bd.as_ref().map_or(Ptr::null(dt), |d| d.ptr());
-            let rmd = g.upload_as(&rm, dt).unwrap();
-            let rvd = g.upload_as(&rv, dt).unwrap();
+            let rmd = g.upload_as(&rm, DType::F32).unwrap();
+            let rvd = g.upload_as(&rv, DType::F32).unwrap();
             let yd = g.poisoned_as(len, dt).unwrap();
             let dxd = g.poisoned_as(len, dt).unwrap();
             let dwd = g.poisoned_as(channels, dt).unwrap();
@@ -215,7 +216,7 @@ fn batch_norm_forward_and_backward_match_cpu() {
 
             // Statistics, then the normalisation.
             if c.training {
-                let null = Ptr::null(dt);
+                let null = Ptr::null(DType::F32);
                 let (rmp, rvp) = if c.running {
                     (rmd.ptr(), rvd.ptr())
                 } else {
@@ -294,8 +295,8 @@ fn batch_norm_forward_and_backward_match_cpu() {
                 0.0,
                 2e-5 + stat_tol,
             );
-            // Running stats: the f64 update rounded to T (unchanged when not given / eval).
-            let rt = rtol(dt).max(2e-5 + stat_tol);
+            // Running stats: the f64 update rounded to f32 (unchanged when not given / eval).
+            let rt = 2e-5 + stat_tol;
             check(
                 &format!("{stats} running_mean"),
                 dt,
@@ -387,6 +388,122 @@ fn batch_norm_forward_and_backward_match_cpu() {
     }
 }
 
+/// bf16 / f16 layers keep f32 running stats (nn::BatchNorm2d, PyTorch's buffers): starting
+/// from mean 0, var 1 as the layer does, a few training steps on the GPU (stats + apply)
+/// must track nn::BatchNorm2d's f32 running stats, and the eval forward from them must match
+/// the layer's eval output.
+#[test]
+fn batch_norm_running_stats_stay_f32_for_half_layers() {
+    const STEPS: u64 = 4;
+    let (batch, channels, spatial) = (3, 5, 37);
+    let shape = (batch, channels, spatial);
+    let len = batch * channels * spatial;
+    let count = batch * spatial;
+    for dt in [DType::BF16, DType::F16] {
+        let layer = BatchNorm2d::new(channels, EPS, MOMENTUM, dt).unwrap();
+        assert_eq!(layer.running_mean.dtype(), DType::F32);
+        // Steps on inputs of a shifting mean (per step) and scale, so the stats move.
+        let xs: Vec<Vec<f32>> = (0..STEPS)
+            .map(|k| {
+                let lo = 0.5 * k as f32 - 1.0;
+                uniform_as(7000 + k, len, lo, lo + 2.0 + k as f32, dt)
+            })
+            .collect();
+        let tensor =
+            |v: &[f32]| Tensor::from_values(v.to_vec(), &[batch, channels, spatial], dt).unwrap();
+        for x in &xs {
+            layer.forward(&tensor(x)).unwrap();
+        }
+        let want_rm = layer.running_mean.to_vec_f32();
+        let want_rv = layer.running_var.to_vec_f32();
+        layer.set_training(false);
+        let want_y = layer.forward(&tensor(&xs[0])).unwrap().to_vec_f32();
+        // The running stats moved well away from their start (~0.6): stats stored in T would
+        // be off by about a bf16 / f16 ulp there, far beyond the f32 tolerance below.
+        assert!(want_rm.iter().all(|&m| m.abs() > 0.05), "{want_rm:?}");
+        let Some(g) = gpu() else { continue };
+
+        let rm = g.upload_as(&vec![0.0; channels], DType::F32).unwrap();
+        let rv = g.upload_as(&vec![1.0; channels], DType::F32).unwrap();
+        let mean = g.poisoned::<f32>(channels).unwrap();
+        let rstd = g.poisoned::<f32>(channels).unwrap();
+        let (mp, rp) = (g.ptr_of(&mean, DType::F32), g.ptr_of(&rstd, DType::F32));
+        let launch = BatchNormLaunch::default();
+        let y = g.poisoned_as(len, dt).unwrap();
+        for x in &xs {
+            let xd = g.upload_as(x, dt).unwrap();
+            gpu_bn::batch_norm_stats(
+                g,
+                xd.ptr(),
+                mp,
+                rp,
+                rm.ptr(),
+                rv.ptr(),
+                shape,
+                EPS,
+                MOMENTUM,
+                launch,
+            )
+            .unwrap();
+            gpu_bn::batch_norm_apply(
+                g,
+                xd.ptr(),
+                mp,
+                rp,
+                Ptr::null(dt),
+                Ptr::null(dt),
+                y.ptr(),
+                shape,
+                launch,
+            )
+            .unwrap();
+        }
+        let stat_tol = 1e-6 * (count as f64).sqrt();
+        let got_rm = g.download_f32(&rm).unwrap();
+        let got_rv = g.download_f32(&rv).unwrap();
+        check(
+            "batch_norm_stats_finish running_mean (steps)",
+            dt,
+            &got_rm,
+            &want_rm,
+            stat_tol,
+            2e-5 + stat_tol,
+        );
+        check(
+            "batch_norm_stats_finish running_var (steps)",
+            dt,
+            &got_rv,
+            &want_rv,
+            stat_tol,
+            2e-5 + stat_tol,
+        );
+        // Eval forward from the f32 running stats (weight 1, bias 0 as the fresh layer).
+        gpu_bn::batch_norm_eval_stats(g, rm.ptr(), rv.ptr(), mp, rp, channels, EPS).unwrap();
+        let xd = g.upload_as(&xs[0], dt).unwrap();
+        gpu_bn::batch_norm_apply(
+            g,
+            xd.ptr(),
+            mp,
+            rp,
+            Ptr::null(dt),
+            Ptr::null(dt),
+            y.ptr(),
+            shape,
+            launch,
+        )
+        .unwrap();
+        let got_y = g.download_f32(&y).unwrap();
+        check(
+            "batch_norm_apply eval after steps",
+            dt,
+            &got_y,
+            &want_y,
+            1e-4,
+            rtol(dt),
+        );
+    }
+}
+
 #[test]
 fn batch_norm_refuses_short_buffers_and_mixed_dtypes() {
     let Some(g) = gpu() else { return };
@@ -406,6 +523,33 @@ fn batch_norm_refuses_short_buffers_and_mixed_dtypes() {
     let err = gpu_bn::batch_norm_stats(g, x.ptr(), sp, sp, rm.ptr(), null, shape, 1e-5, 0.1, d)
         .unwrap_err();
     assert!(err.to_string().contains("given together"), "{err}");
+    // Running stats are f32 for every dtype of x (here bf16 x with bf16 stats: refused).
+    let xb = g.upload_as(&[0.0; 24], DType::BF16).unwrap();
+    let rmb = g.poisoned_as(3, DType::BF16).unwrap();
+    let err = gpu_bn::batch_norm_stats(
+        g,
+        xb.ptr(),
+        sp,
+        sp,
+        rmb.ptr(),
+        rmb.ptr(),
+        shape,
+        1e-5,
+        0.1,
+        d,
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("running_mean is BF16, expected F32"),
+        "{err}"
+    );
+    let err = gpu_bn::batch_norm_eval_stats(g, rmb.ptr(), rmb.ptr(), sp, sp, 3, 1e-5).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("running_mean is BF16, expected F32"),
+        "{err}"
+    );
     let y = g.poisoned_as(24, DType::BF16).unwrap();
     let err =
         gpu_bn::batch_norm_apply(g, x.ptr(), sp, sp, null, null, y.ptr(), shape, d).unwrap_err();

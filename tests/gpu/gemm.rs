@@ -74,8 +74,9 @@ fn gemm_matches_float64_reference() {
                     br,
                     bc,
                     s.ldb,
-                    s.stride_b.max(1),
-                    s.batch.min(if s.stride_b == 0 { 1 } else { s.batch }),
+                    s.stride_b,
+                    // A zero batch stride shares one B among all batch items.
+                    if s.stride_b == 0 { 1 } else { s.batch },
                 ),
                 -1.0,
                 1.0,

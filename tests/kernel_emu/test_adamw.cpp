@@ -1,6 +1,8 @@
 // kernels/adamw.cu under the emulator: the per-step scalars (adamw_hyper), two AdamW
 // steps of f32 parameters and of bf16/f16 parameters with f32 masters and on-the-fly
-// unscaling, checked bit for bit against a scalar transcription of src/optim/adamw.rs's
+// unscaling, with gradients in the parameter's dtype (adamw_step_T) or in f32
+// (adamw_step_g32_T: unscaled without rounding to T, incl. unscaled f16 gradients in
+// f16's subnormal range), checked bit for bit against a scalar transcription of src/optim/adamw.rs's
 // `update` (and within 1e-6 against the float64 AdamW formula); the inf/NaN check flag
 // and in-place unscale of grad_unscale_check, the skipped step, loss_scale_update's
 // backoff / growth, and scale_by_device. Outputs start as NaN.
@@ -36,6 +38,19 @@ static void update_ref(float& p, float g, float& m, float& v, const Hyper& h) {
 
 static bool same_bits(float a, float b) { return memcmp(&a, &b, 4) == 0; }
 
+// The AdamW entry point for a parameter of type T with gradients of type G:
+// adamw_step_T when G = T, adamw_step_g32_T (T half) when G = float.
+template <typename T, typename G>
+void step_entry(long long n, const AdamwHyper* hyper, float* master, T* param, const G* grad, float* m, float* v,
+                const float* inv_scale) {
+    if constexpr (std::is_same_v<T, G>)
+        ENTRY(adamw_step, T, n, hyper, master, param, grad, m, v, inv_scale);
+    else if constexpr (std::is_same_v<T, __half>)
+        medsyn_entry_adamw_step_g32_f16::adamw_step_g32_f16(n, hyper, master, param, grad, m, v, inv_scale);
+    else
+        medsyn_entry_adamw_step_g32_bf16::adamw_step_g32_bf16(n, hyper, master, param, grad, m, v, inv_scale);
+}
+
 static void check_hyper(const AdamwHyper* got, long long step) {
     const Hyper h = hyper_ref(step);
     const bool ok = same_bits(got->decay, (float)h.decay) && same_bits(got->one_minus_beta1, (float)h.one_minus_beta1) &&
@@ -48,17 +63,20 @@ static void check_hyper(const AdamwHyper* got, long long step) {
 }
 
 // Two steps of n parameters of dtype T (f32: the master is the parameter; f16/bf16: an f32
-// master plus the model copy), gradients scaled by 1/inv_scale when `scaled`.
-template <typename T>
-void steps(long long n, bool scaled, bool exact, unsigned seed) {
+// master plus the model copy) with gradients of dtype G (T, or f32 for a half T) of
+// standard deviation gsd after unscaling, scaled by 1/inv_scale when `scaled`.
+template <typename T, typename G = T>
+void steps(long long n, bool scaled, bool exact, unsigned seed, float gsd = 0.01f) {
     constexpr bool F32 = std::is_same_v<T, float>;
-    printf("%s adamw n=%lld scaled=%d exact=%d\n", tname<T>(), n, scaled, exact);
+    static_assert(std::is_same_v<G, T> || (std::is_same_v<G, float> && !F32), "grad type");
+    printf("%s adamw grad %s n=%lld scaled=%d exact=%d gsd=%g\n", tname<T>(), tname<G>(), n, scaled, exact, gsd);
     std::mt19937 rng(seed);
     float *master = dalloc<float>(n, exact), *m = dalloc<float>(n, exact), *v = dalloc<float>(n, exact);
     T* param = F32 ? nullptr : dalloc<T>(n, exact);
-    T* grad = dalloc<T>(n, exact);
+    G* grad = dalloc<G>(n, exact);
     float* inv_scale = scaled ? dalloc<float>(1) : nullptr;
     if (inv_scale) *inv_scale = 1.0f / 1024.0f;
+    char what_premise[64];
     long long* step = dalloc<long long>(1);
     *step = 0;
     AdamwHyper* hyper = dalloc<AdamwHyper>(1);
@@ -77,22 +95,36 @@ void steps(long long n, bool scaled, bool exact, unsigned seed) {
         if (param) fill_nan(param, n);
     }
     for (int s = 1; s <= 2; ++s) {
-        std::normal_distribution<float> nd(0.f, scaled ? 1024.f * 0.01f : 0.01f);
-        for (long long i = 0; i < n; ++i) grad[i] = tof<T>(nd(rng));
+        std::normal_distribution<float> nd(0.f, scaled ? 1024.f * gsd : gsd);
+        for (long long i = 0; i < n; ++i) grad[i] = tof<G>(nd(rng));
         emu::launch(dim3{1, 1, 1}, 32, 0, [&] { adamw_hyper(1, nullptr, step, LR, BETA1, BETA2, EPS, WD, hyper); });
         expect("step counter", *step == s);
         check_hyper(hyper, s);
-        emu::launch(dim3{2, 1, 1}, 256, 0, [&] { ENTRY(adamw_step, T, n, hyper, master, param, grad, m, v, inv_scale); });
+        emu::launch(dim3{2, 1, 1}, 256, 0, [&] { step_entry(n, hyper, master, param, grad, m, v, inv_scale); });
         const Hyper h = hyper_ref(s);
+        long long off_grid = 0;  // unscaled gradients that rounding to T would change
+        long long f16_subnormal = 0;
         for (long long i = 0; i < n; ++i) {
             float g = fromt(grad[i]);
-            if (scaled) g = fromt(tof<T>(g * *inv_scale));
+            if (scaled) g = fromt(tof<G>(g * *inv_scale));
+            off_grid += fromt(tof<T>(g)) != g;
+            f16_subnormal += std::fabs(g) < 6.103515625e-05f;  // below f16's smallest normal
             update_ref(rp[i], g, rm[i], rv[i], h);
             // float64 AdamW (decoupled weight decay, bias-corrected moments)
             dm[i] = BETA1 * dm[i] + (1 - BETA1) * g;
             dv[i] = BETA2 * dv[i] + (1 - BETA2) * (double)g * g;
             const double mh = dm[i] / (1 - std::pow(BETA1, s)), vh = dv[i] / (1 - std::pow(BETA2, s));
             dp[i] = dp[i] * (1 - LR * WD) - LR * mh / (std::sqrt(vh) + EPS);
+        }
+        if (!std::is_same_v<G, T>) {
+            // The premise of an f32-gradient case: most gradients are not values of T, so
+            // a kernel rounding them to T (as adamw_step_T's unscale does) would fail.
+            snprintf(what_premise, sizeof what_premise, "step %d f32 grads off T's grid", s);
+            expect(what_premise, off_grid > n / 2);
+            if (std::is_same_v<T, __half> && gsd < 1e-4f) {
+                snprintf(what_premise, sizeof what_premise, "step %d grads subnormal in f16", s);
+                expect(what_premise, f16_subnormal > n / 2);
+            }
         }
         size_t bad = 0, bad_param = 0;
         double e64 = 0;
@@ -120,7 +152,10 @@ void steps(long long n, bool scaled, bool exact, unsigned seed) {
     std::vector<float> before(master, master + n), mb(m, m + n), vb(v, v + n);
     emu::launch(dim3{1, 1, 1}, 32, 0, [&] { adamw_hyper(1, found_inf, step, LR, BETA1, BETA2, EPS, WD, hyper); });
     expect("skip: flag set, step kept", hyper->skip == 1 && *step == 2);
-    emu::launch(dim3{2, 1, 1}, 256, 0, [&] { ENTRY(adamw_step, T, n, hyper, master, param, grad, m, v, inv_scale); });
+    std::vector<T> pb;
+    if (param) pb.assign(param, param + n);
+    emu::launch(dim3{2, 1, 1}, 256, 0, [&] { step_entry(n, hyper, master, param, grad, m, v, inv_scale); });
+    if (param) expect("skip: param unchanged", memcmp(pb.data(), param, n * sizeof(T)) == 0);
     expect("skip: state unchanged", memcmp(before.data(), master, n * 4) == 0 && memcmp(mb.data(), m, n * 4) == 0 &&
                                         memcmp(vb.data(), v, n * 4) == 0);
     *found_inf = 0;
@@ -207,6 +242,13 @@ int main(int argc, char** argv) {
     steps<float>(1005, true, true, 2);
     steps<bf16>(1005, true, false, 3);
     steps<f16>(777, false, true, 4);
+    // Half parameters with f32 gradients (adamw_step_g32_T), the CPU's convention.
+    steps<bf16, float>(1005, true, false, 8);
+    steps<f16, float>(777, false, true, 9);
+    steps<f16, float>(1005, true, true, 10);
+    // Unscaled gradients ~2e-5: mostly subnormal in f16 (< 6.1e-5), kept exact in f32.
+    steps<f16, float>(1005, true, false, 11, 2e-5f);
+    steps<bf16, float>(513, true, true, 12, 2e-5f);
     unscale_check<float>(1001, false, 5);
     unscale_check<bf16>(1001, true, 6);
     unscale_check<f16>(1001, false, 7);

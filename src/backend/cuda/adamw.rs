@@ -89,8 +89,14 @@ pub fn adamw_hyper(
 /// One AdamW update of a parameter of `n` elements from its `hyper` record (U8, HYPER_BYTES;
 /// does nothing when the record says skip): `master` f32 [n] (the parameter itself for f32
 /// parameters, its fp32 master for f16/bf16 ones), `param` the f16/bf16 model copy [n]
-/// (required for half gradients, null for f32), `grad` [n] (f32, bf16 or f16), moments `m`,
-/// `v` f32 [n], `inv_scale` f32 [1] (nullable: non-null unscales the gradient here).
+/// (required for half parameters, null for f32 ones), `grad` [n], moments `m`, `v` f32 [n],
+/// `inv_scale` f32 [1] (nullable: non-null unscales the gradient here).
+///
+/// Supported (param, grad) pairs and their kernels: (null, f32) → adamw_step_f32; (f16/bf16,
+/// the same dtype) → adamw_step_f16/bf16 (the unscaled gradient is rounded to the half type);
+/// (f16/bf16, f32) → adamw_step_g32_f16/bf16, the CPU's convention (a half leaf's gradient is
+/// f32 and is unscaled in f32; check/unscale it with `grad_unscale_check` on the f32 buffer).
+/// Any other pair is refused.
 #[allow(clippy::too_many_arguments)]
 pub fn adamw_step(
     g: &Gpu,
@@ -111,21 +117,33 @@ pub fn adamw_step(
         check::dtype(OP, what, p, DType::F32)?;
         check::need(OP, what, p, n)?;
     }
-    if grad.dtype == DType::F32 {
-        crate::ensure!(
-            param.is_null(),
-            "{OP}: f32 parameters are updated in `master`; `param` must be null"
-        );
-    } else {
-        check::dtype(OP, "param", param, grad.dtype)?;
-        check::need(OP, "param", param, n)?;
-    }
+    let name = match (grad.dtype, param.is_null()) {
+        // An f32 parameter: updated in `master`.
+        (DType::F32, true) => "adamw_step_f32".to_string(),
+        // A half parameter with an f32 gradient.
+        (DType::F32, false) => {
+            crate::ensure!(
+                param.dtype.is_half(),
+                "{OP}: param is {:?} with an f32 gradient: f32 parameters are updated in \
+                 `master` and `param` must be null; a non-null `param` takes an f32 gradient \
+                 only when it is F16 or BF16",
+                param.dtype
+            );
+            check::need(OP, "param", param, n)?;
+            format!("adamw_step_g32_{}", suffix(param.dtype)?)
+        }
+        // A half gradient: the parameter is of the same half dtype.
+        (gd, _) => {
+            check::dtype(OP, "param", param, gd)?;
+            check::need(OP, "param", param, n)?;
+            format!("adamw_step_{sfx}")
+        }
+    };
     check::dtype(OP, "inv_scale", inv_scale, DType::F32)?;
     check::need_opt(OP, "inv_scale", inv_scale, 1)?;
     if n == 0 {
         return Ok(());
     }
-    let name = format!("adamw_step_{sfx}");
     let f = g.function("adamw", &name)?;
     let nn = n as i64;
     let mut b = g.stream().launch_builder(&f);
@@ -142,7 +160,9 @@ pub fn adamw_step(
 }
 
 /// Sets `found_inf` (i32 [1]; only ever set, never cleared) when `grad` [n] (f32, bf16, f16)
-/// holds an inf or NaN; with `inv_scale` (f32 [1], nullable) also unscales `grad` in place.
+/// holds an inf or NaN; with `inv_scale` (f32 [1], nullable) also unscales `grad` in place,
+/// rounding to the buffer's dtype (an f32 buffer, e.g. a half parameter's f32 gradient, is
+/// unscaled in f32 as the CPU's LossScaler does).
 pub fn grad_unscale_check(
     g: &Gpu,
     grad: Ptr,

@@ -114,7 +114,8 @@ fn scratch(g: &Gpu, plan: &Plan) -> Result<crate::cuda::allocator::Block> {
 
 /// Training statistics of x [batch, channels, spatial] per channel: mean and rstd =
 /// 1/sqrt(var + eps) (biased variance; f32 [channels]); when running_mean / running_var
-/// ([channels] in x's dtype; both or neither) are given they are updated in place:
+/// ([channels] f32 for every dtype of x, as nn::BatchNorm2d keeps them; both or neither)
+/// are given they are updated in place:
 /// r = (1 − momentum)·r + momentum·stat with the unbiased variance. Needs batch·spatial > 1.
 /// The slice moments go through an f32 scratch of 2·channels·splits floats from
 /// `g.allocator()`.
@@ -143,7 +144,7 @@ pub fn batch_norm_stats(
     }
     for (what, p) in [("running_mean", running_mean), ("running_var", running_var)] {
         check::need_opt(OP, what, p, channels)?;
-        check::dtype(OP, what, p, t)?;
+        check::dtype(OP, what, p, DType::F32)?;
     }
     if channels == 0 {
         return Ok(());
@@ -183,7 +184,8 @@ pub fn batch_norm_stats(
 }
 
 /// Eval statistics: mean = running_mean, rstd = 1/sqrt(running_var + eps) (f32 [channels]
-/// each) from running_mean / running_var [channels] (a floating dtype).
+/// each) from running_mean / running_var [channels] (f32 for every layer dtype, as
+/// nn::BatchNorm2d keeps them).
 pub fn batch_norm_eval_stats(
     g: &Gpu,
     running_mean: Ptr,
@@ -194,19 +196,21 @@ pub fn batch_norm_eval_stats(
     eps: f64,
 ) -> Result<()> {
     const OP: &str = "batch_norm_eval_stats";
-    check::need(OP, "running_mean", running_mean, channels)?;
-    check::need(OP, "running_var", running_var, channels)?;
-    check::dtype(OP, "running_var", running_var, running_mean.dtype)?;
-    for (what, p) in [("mean", mean), ("rstd", rstd)] {
+    for (what, p) in [
+        ("running_mean", running_mean),
+        ("running_var", running_var),
+        ("mean", mean),
+        ("rstd", rstd),
+    ] {
         check::need(OP, what, p, channels)?;
         check::dtype(OP, what, p, DType::F32)?;
     }
     if channels == 0 {
         return Ok(());
     }
-    let s = suffix(running_mean.dtype)?;
     let cc = channels as i64;
-    let f = g.function("batch_norm", &format!("batch_norm_eval_stats_{s}"))?;
+    // Every suffix is the same all-f32 code (the stats are f32 for any layer dtype).
+    let f = g.function("batch_norm", "batch_norm_eval_stats_f32")?;
     let mut b = g.stream().launch_builder(&f);
     b.arg(&cc)
         .arg(&eps)
