@@ -430,6 +430,37 @@ __device__ __forceinline__ void infonce_fwd_finish_impl(const float* __restrict_
     }
 }
 
+// G scaling for f16 (identity for bf16/f32). |G| = |s dz| <= 2 |s c| (p_row + p_col <= 2)
+// is ~ s g/(2B) p: at real batch sizes it lies below f16's normal range (2^-14; subnormal
+// from there, flushed to 0 below 2^-25), so the f16 copy of G would lose the off-diagonal
+// terms. f16 stores G * 2^k instead, with 2^k chosen so that |s c| 2^k is in [2^13, 2^14)
+// (then |G| 2^k < 2^15 < 65504, and entries down to 2^-29 of the largest stay normal), and
+// the f32 epilogue multiplies 2^-k back out: powers of two, so the scaling itself is exact.
+// bf16 has f32's exponent range and f32 is stored as is: both keep 2^k = 1 (unchanged).
+template <typename T>
+struct GScale {
+    __device__ __forceinline__ static void get(float, float& up, float& down) {
+        up = 1.f;
+        down = 1.f;
+    }
+};
+template <>
+struct GScale<__half> {
+    __device__ __forceinline__ static void get(float sc, float& up, float& down) {
+        const int be = (__float_as_int(sc) >> 23) & 0xff;  // biased exponent of |s c|
+        if (be == 0 || be == 0xff) {  // zero, f32-subnormal, inf or NaN: leave G unscaled
+            up = 1.f;
+            down = 1.f;
+            return;
+        }
+        // |sc| in [2^e, 2^(e+1)), e = be - 127 in [-126, 127]; 2^k = 2^(13 - e), k in
+        // [-114, 126] so that 2^k and 2^-k are both normal f32 (e < -113 keeps 2^126).
+        const int k = min(126, 13 - (be - 127));
+        up = __int_as_float((127 + k) << 23);
+        down = __int_as_float((127 - k) << 23);
+    }
+};
+
 // ---------------------------------------------------------------------------------------
 // Backward, for one side: da_i = s sum_j dz_ij b_j over all j, with
 // dz_ij = c (exp(z_ij - lse_a_i) + exp(z_ij - lse_b_j) - 2[i=j]), z_ij = s a_i . b_j,
@@ -439,9 +470,10 @@ __device__ __forceinline__ void infonce_fwd_finish_impl(const float* __restrict_
 // (its share of d s). One block owns BM rows of a (resident in shared memory, zero padded to
 // DP columns) and walks the column tiles b_j (BN rows of b each):
 //   phase 1: Z = A B_j^T (BM x BN over DP), 8 warps as 2 x 4 (MT1 x NT1 m16/n8 tiles each);
-//            G = s dz (as T) to shared memory, masked to 0 outside B x B;
+//            G = s dz 2^k (as T; 2^k = 1 but for f16, see GScale) to shared memory,
+//            masked to 0 outside B x B;
 //   phase 2: dA += G B_j (BM x DP over BN), 8 warps as WM2 x WN2, each 32 rows x DP/WN2
-//            columns kept in registers for the whole walk.
+//            columns kept in registers for the whole walk; written as dA 2^-k.
 // nbuf = 2 double-buffers B_j (its copy overlaps the previous tile's math), nbuf = 1 loads
 // it after each tile (less shared memory). Shared memory: T As[BM][LD], Bs[nbuf][BN][LD],
 // Gs[BM][BN+P] (LD = DP + P; P = 8 for 16-bit, 4 for f32), then f32 la2[BM] (lse_a log2 e),
@@ -479,6 +511,8 @@ __device__ __forceinline__ void infonce_bwd(const T* __restrict__ a, long long l
     const int wm2 = warp / WN2, wn2 = warp % WN2;    // phase 2: rows 32 wm2.., columns 8 NT2 wn2..
     const float s = *scale_ptr, s2 = s * LOG2E;
     const float c = *gout / (2.f * (float)B);
+    float g_up, g_down;  // G is stored times g_up; dA is written times g_down = 1 / g_up
+    GScale<T>::get(s * c, g_up, g_down);
     const int i0 = blockIdx.x * BM;
     const bool avec = rows_vectorizable(a, lda), bvec = rows_vectorizable(bm, ldb);
     const int ntiles = (B + BN - 1) / BN;
@@ -548,7 +582,7 @@ __device__ __forceinline__ void infonce_bwd(const T* __restrict__ a, long long l
                             if (row == col) dz -= 2.f;
                             dz *= c;
                             ds_acc = fmaf(dz, zz, ds_acc);
-                            gv[e] = dz * s;
+                            gv[e] = dz * s * g_up;
                         }
                     }
                     Gs[rl * LDG + cl] = from_f32<T>(gv[0]);
@@ -576,7 +610,7 @@ __device__ __forceinline__ void infonce_bwd(const T* __restrict__ a, long long l
             for (int q = 0; q < 4; ++q) {
                 const int row = i0 + wm2 * 32 + mt * 16 + g + (q >> 1) * 8;
                 const int col = (wn2 * NT2 + nt) * 8 + 2 * t + (q & 1);
-                if (row < B && col < d) da[(long long)row * ldda + col] = from_f32<T>(dacc[mt][nt][q]);
+                if (row < B && col < d) da[(long long)row * ldda + col] = from_f32<T>(dacc[mt][nt][q] * g_down);
             }
 
     if (dscale_part != nullptr) {
@@ -701,7 +735,8 @@ MEDSYN_NCE_BWD(768, 32, 64, 32, 32)
 //       const float* lse_a = row_lse, const float* lse_b = col_lse, const float* scale,
 //       const float* gout, i32 B, i32 d, T* da = dimg, i64 ldda, float* dscale_part, i32 nbuf)
 //      grid (nb = ceil(B/BM)), block (256). Writes every element (rows < B, columns < d) of
-//      dimg (row stride ldda). dscale_part: f32 [nb] scratch, or nullptr when the logit
+//      dimg (row stride ldda). f16 keeps its G = s dz tiles scaled by a power of two derived
+//      from s gout / (2B) (GScale: no f16 subnormal flush at large B); no launch-side effect. dscale_part: f32 [nb] scratch, or nullptr when the logit
 //      scale needs no gradient.
 //   5. d txt: the same kernel with (a, lda, b, ldb, lse_a, lse_b, da, ldda) =
 //      (txt, ld_txt, img, ld_img, col_lse, row_lse, dtxt, ld_dtxt) and dscale_part = nullptr
