@@ -1,7 +1,7 @@
 //! Fused flash attention (kernels/attention.cu) forward and backward, bf16, [B, 16, S, D] for
 //! D in {40, 64, 80, 128, 160} and S in {1024, 4096}, beside torch's scaled_dot_product_attention.
 
-use crate::common::{Limits, Row, TorchRef};
+use crate::common::{values, Limits, Row, TorchRef};
 use cudarc::driver::CudaSlice;
 use medsyn::backend::cuda::attention::{
     attention_backward, attention_forward, AttnGrads, AttnShape, View,
@@ -97,20 +97,6 @@ fn row(
     }
 }
 
-/// Uniform values in [-1, 1), deterministic.
-fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s >> 12;
-            s ^= s << 25;
-            s ^= s >> 27;
-            let u = (s.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40) as f32 / (1u64 << 24) as f32;
-            2.0 * u - 1.0
-        })
-        .collect()
-}
-
 /// One shape's buffers: q, k, v, dout, the forward's o and lse and the gradients, all bf16
 /// [B, H, S, D] contiguous (torch's layout), lse f32 [B, H, S]. The backward's scratch (dsum,
 /// dq_acc) comes from the device's caching allocator inside `attention_backward`.
@@ -138,10 +124,10 @@ impl Case {
             b,
             s,
             d,
-            q: g.upload_as(&values(n, 1), dt)?,
-            k: g.upload_as(&values(n, 2), dt)?,
-            v: g.upload_as(&values(n, 3), dt)?,
-            dout: g.upload_as(&values(n, 4), dt)?,
+            q: g.upload_as(&values(1, n), dt)?,
+            k: g.upload_as(&values(2, n), dt)?,
+            v: g.upload_as(&values(3, n), dt)?,
+            dout: g.upload_as(&values(4, n), dt)?,
             o: g.poisoned_as(n, dt)?,
             lse: g.poisoned::<f32>(rows)?,
             dq: g.poisoned_as(n, dt)?,

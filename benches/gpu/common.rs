@@ -38,6 +38,20 @@ impl TorchRef {
     }
 }
 
+/// `n` deterministic values uniform in [-1, 1) (xorshift64*; timing inputs, not checked).
+pub fn values(seed: u64, n: usize) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s >> 12;
+            s ^= s << 25;
+            s ^= s >> 27;
+            let u = (s.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40) as f32 / (1u64 << 24) as f32;
+            2.0 * u - 1.0
+        })
+        .collect()
+}
+
 /// The card's limits: device-to-device copy bandwidth (measured here) and the bf16 GEMM peak
 /// (torch's cuBLAS figure from the same run).
 pub struct Limits {

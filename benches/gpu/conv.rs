@@ -3,7 +3,7 @@
 //! split-depth finish, all timed)
 //! beside torch's F.conv2d (cuDNN, benchmark mode) on the same card.
 
-use crate::common::{Limits, Row, TorchRef};
+use crate::common::{values, Limits, Row, TorchRef};
 use cudarc::driver::CudaSlice;
 use medsyn::backend::cpu::conv::Conv2dGeom;
 use medsyn::backend::cuda::conv::{self, NhwcLaunch};
@@ -19,19 +19,6 @@ const CASES: [(&str, usize, usize, usize, usize); 5] = [
     ("resnet_c64_56", 32, 64, 64, 56),
     ("resnet_c256_14", 32, 256, 256, 14),
 ];
-
-/// Deterministic values in [-1, 1) (xorshift; the values do not matter for timing).
-fn values(seed: u64, n: usize) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s >> 12;
-            s ^= s << 25;
-            s ^= s >> 27;
-            ((s.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40) as f32 / (1u64 << 23) as f32) - 1.0
-        })
-        .collect()
-}
 
 /// One case's device buffers and launch choices (the launch contract's "Choice").
 struct Conv {

@@ -1,7 +1,7 @@
 //! Fused InfoNCE forward + backward (kernels/infonce.cu) at B = 4k..64k, d = 512, bf16, beside
 //! plain PyTorch and one B×B×d GEMM, with the kernel path's scratch memory.
 
-use crate::common::{Limits, Row, TorchRef};
+use crate::common::{values, Limits, Row, TorchRef};
 use cudarc::driver::CudaSlice;
 use medsyn::backend::cuda::infonce::{
     forward_scratch_len, info_nce_backward, info_nce_forward, ForwardScratch, InfoNceLaunch, Rows,
@@ -27,17 +27,8 @@ pub fn run(g: &Gpu, torch: &TorchRef, limits: &Limits) -> Vec<Row> {
 
 /// Roughly unit-norm rows (uniform ±√(3/d)), deterministic.
 fn embeddings(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     let a = (3.0 / D as f32).sqrt();
-    (0..n)
-        .map(|_| {
-            s ^= s >> 12;
-            s ^= s << 25;
-            s ^= s >> 27;
-            let u = (s.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40) as f32 / (1u64 << 24) as f32;
-            a * (2.0 * u - 1.0)
-        })
-        .collect()
+    values(seed, n).into_iter().map(|v| a * v).collect()
 }
 
 /// The kernel path's device buffers besides the inputs.

@@ -12,7 +12,6 @@ use medsyn::backend::cuda::elementwise::{self as gpu_ew, Launch};
 use medsyn::cuda::gpu::{round_to, suffix, Ptr};
 use medsyn::cuda::{DevBuf, Gpu};
 use medsyn::tensor::{DType, Tensor};
-use std::panic::{catch_unwind, AssertUnwindSafe};
 
 /// Elements of poison after every output (and `off` before it): a stray write shows.
 const GUARD: usize = 8;
@@ -129,27 +128,6 @@ impl Out {
         assert!(!stray, "{what}: wrote outside [{lo}, {hi}) of its output");
         all[lo..hi].to_vec()
     }
-}
-
-/// Runs `f`, turning a panic into a recorded failure so that one run reports every case.
-fn soft(fails: &mut Vec<String>, what: String, f: impl FnOnce()) {
-    if let Err(p) = catch_unwind(AssertUnwindSafe(f)) {
-        let msg = p
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_default();
-        fails.push(format!("{what}: {msg}"));
-    }
-}
-
-fn finish(fails: Vec<String>) {
-    assert!(
-        fails.is_empty(),
-        "{} failing cases:\n{}",
-        fails.len(),
-        fails.join("\n")
-    );
 }
 
 fn with_specials(mut x: Vec<f32>, dt: DType) -> Vec<f32> {

@@ -11,7 +11,6 @@ use medsyn::backend::cuda::reduce::{self as gpu_reduce, ReduceLaunch, SumAllLaun
 use medsyn::cuda::gpu::{round_to, suffix, Ptr};
 use medsyn::cuda::{DevBuf, Gpu};
 use medsyn::tensor::DType;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 
 /// Poisoned elements after every output: a stray write shows.
 const GUARD: usize = 8;
@@ -127,26 +126,6 @@ fn read_idx(g: &Gpu, buf: &cudarc::driver::CudaSlice<i64>, n: usize, what: &str)
         "{what}: wrote past its {n} indices"
     );
     all[..n].to_vec()
-}
-
-fn soft(fails: &mut Vec<String>, what: String, f: impl FnOnce()) {
-    if let Err(p) = catch_unwind(AssertUnwindSafe(f)) {
-        let msg = p
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_default();
-        fails.push(format!("{what}: {msg}"));
-    }
-}
-
-fn finish(fails: Vec<String>) {
-    assert!(
-        fails.is_empty(),
-        "{} failing cases:\n{}",
-        fails.len(),
-        fails.join("\n")
-    );
 }
 
 /// The CPU twin of sum / mean over rows of length n: cpu::sum_rows (f64 accumulation) times

@@ -132,3 +132,26 @@ pub fn grid(blocks: u32, threads: u32, smem: u32) -> LaunchConfig {
         shared_mem_bytes: smem,
     }
 }
+
+/// Runs `f`, turning a panic into a recorded failure, so that one GPU run reports every failing
+/// case of a test instead of only the first.
+pub fn soft(fails: &mut Vec<String>, what: String, f: impl FnOnce()) {
+    if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        let msg = p
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default();
+        fails.push(format!("{what}: {msg}"));
+    }
+}
+
+/// Fails the test listing every case [`soft`] recorded.
+pub fn finish(fails: Vec<String>) {
+    assert!(
+        fails.is_empty(),
+        "{} failing cases:\n{}",
+        fails.len(),
+        fails.join("\n")
+    );
+}
