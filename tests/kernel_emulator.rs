@@ -178,3 +178,8 @@ fn philox() {
 fn conv() {
     emulate("test_conv", Some("conv"), BOTH);
 }
+
+#[test]
+fn copy() {
+    emulate("test_copy", Some("copy"), BOTH);
+}

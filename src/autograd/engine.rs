@@ -118,7 +118,9 @@ impl Tensor {
                             Some(prev) => prev.add(&g)?,
                             None => g.contiguous()?,
                         };
-                        t.set_grad(Some(total));
+                        // Host-fallback backward rules may produce CPU gradients for a
+                        // device leaf: the gradient lives where its leaf does.
+                        t.set_grad(Some(total.to_device(t.device())?));
                     }
                 }
             }

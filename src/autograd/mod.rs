@@ -66,6 +66,15 @@ pub fn op_output<B: Backward + 'static>(
     make: impl FnOnce() -> B,
 ) -> Result<Tensor> {
     let node = record(inputs, make);
+    // An op computed on the host for device inputs (no CUDA path yet): its output goes to
+    // the inputs' device.
+    let device = crate::ops::device::op_device(inputs);
+    let storage = if storage.device() != device {
+        crate::ops::device::note_host_fallback(std::any::type_name::<B>());
+        crate::ops::device::place(storage, device)?
+    } else {
+        storage
+    };
     let out = Tensor::from_storage(storage, Layout::contiguous(shape))?;
     Ok(match node {
         None => out,

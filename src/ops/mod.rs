@@ -6,7 +6,10 @@ pub mod binary;
 pub mod cast;
 pub mod concat;
 pub mod conv;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 mod conv_weight_cache;
+pub mod device;
 pub mod embedding;
 pub mod loss;
 pub mod matmul;

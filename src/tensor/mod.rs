@@ -2,6 +2,8 @@
 //! autograd node. Cloning a `Tensor` is cheap (an `Arc`).
 
 mod create;
+#[cfg(feature = "cuda")]
+mod cuda_storage;
 mod device;
 mod dtype;
 mod layout;
@@ -16,6 +18,8 @@ pub use num_traits;
 pub use random::Philox;
 pub use real::Real;
 pub use storage::{CpuSlice, CpuStorage, MappedBytes, Storage};
+#[cfg(feature = "cuda")]
+pub use cuda_storage::CudaStorage;
 
 use crate::autograd::Node;
 use crate::bail;
@@ -80,12 +84,12 @@ impl Tensor {
                 storage.len()
             );
         }
-        let dtype = storage.dtype();
+        let (dtype, device) = (storage.dtype(), storage.device());
         Ok(Tensor::from_parts(
             StorageCell::new(storage),
             layout,
             dtype,
-            Device::Cpu,
+            device,
             None,
         ))
     }
@@ -168,6 +172,8 @@ impl Tensor {
     pub fn is_mapped(&self) -> bool {
         match &*self.storage() {
             Storage::Cpu(s) => s.is_mapped(),
+            #[cfg(feature = "cuda")]
+            Storage::Cuda(_) => false,
         }
     }
 
@@ -289,7 +295,40 @@ impl Tensor {
                 CpuStorage::from_i64(values.to_vec_i64(), self.dtype())
             }
         });
-        self.0.storage.replace(Storage::Cpu(storage));
+        let storage = crate::ops::device::place(Storage::Cpu(storage), self.device())?;
+        self.0.storage.replace(storage);
+        Ok(())
+    }
+}
+
+impl Tensor {
+    /// Replace this tensor's storage with `storage` (same dtype, exactly its element count,
+    /// any device): how a device optimizer installs updated values it computed into fresh
+    /// memory. Views of this tensor see the new values. Same conditions as `set_data`.
+    pub fn replace_storage(&self, storage: Storage) -> Result<()> {
+        if !self.is_contiguous()
+            || self.layout().offset() != 0
+            || self.storage().len() != self.numel()
+        {
+            bail!("replace_storage needs a tensor that owns its whole storage contiguously");
+        }
+        if storage.len() != self.numel() || storage.dtype() != self.dtype() {
+            bail!(
+                "replace_storage: {} elements of {} for a {} tensor of {} elements",
+                storage.len(),
+                storage.dtype(),
+                self.dtype(),
+                self.numel()
+            );
+        }
+        if storage.device() != self.device() {
+            bail!(
+                "replace_storage: storage on {} for a tensor on {}",
+                storage.device(),
+                self.device()
+            );
+        }
+        self.0.storage.replace(storage);
         Ok(())
     }
 }

@@ -9,33 +9,64 @@ use rayon::prelude::*;
 use std::borrow::Cow;
 use std::sync::Arc;
 
-/// Backend storage. A CUDA variant joins this enum with the `cuda` feature.
+/// Backend storage: CPU, or (feature `cuda`) device memory from the device's caching allocator.
 pub enum Storage {
     Cpu(CpuStorage),
+    #[cfg(feature = "cuda")]
+    Cuda(super::cuda_storage::CudaStorage),
 }
 
 impl Storage {
     pub fn dtype(&self) -> DType {
         match self {
             Storage::Cpu(s) => s.dtype(),
+            #[cfg(feature = "cuda")]
+            Storage::Cuda(s) => s.dtype(),
         }
     }
     pub fn len(&self) -> usize {
         match self {
             Storage::Cpu(s) => s.len(),
+            #[cfg(feature = "cuda")]
+            Storage::Cuda(s) => s.len(),
         }
     }
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-    pub fn cpu(&self) -> &CpuStorage {
+
+    /// Where the bytes live.
+    pub fn device(&self) -> super::Device {
         match self {
-            Storage::Cpu(s) => s,
+            Storage::Cpu(_) => super::Device::Cpu,
+            #[cfg(feature = "cuda")]
+            Storage::Cuda(s) => super::Device::Cuda(s.ordinal()),
+        }
+    }
+
+    /// The values on the host (device storage is copied back once and cached), or the error
+    /// of reading them back.
+    pub fn try_cpu(&self) -> crate::Result<&CpuStorage> {
+        match self {
+            Storage::Cpu(s) => Ok(s),
+            #[cfg(feature = "cuda")]
+            Storage::Cuda(s) => s.host(),
+        }
+    }
+
+    /// The values on the host, for the infallible readers (`Tensor::to_vec`, CPU kernels). A
+    /// device storage that cannot be read back means the device faulted earlier (its context is
+    /// lost): that is a panic naming the device, since no result computed after it can be trusted.
+    pub fn cpu(&self) -> &CpuStorage {
+        match self.try_cpu() {
+            Ok(s) => s,
+            Err(e) => panic!("{e}"),
         }
     }
 }
 
 /// A read-only, suitably aligned byte window of a memory map.
+#[derive(Clone)]
 pub struct MappedBytes {
     map: Arc<Mmap>,
     start: usize,
@@ -68,6 +99,7 @@ impl MappedBytes {
 }
 
 /// CPU storage: owned vectors, or a mapped window (zero-copy weights).
+#[derive(Clone)]
 pub enum CpuStorage {
     F64(Vec<f64>),
     F32(Vec<f32>),

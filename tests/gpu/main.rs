@@ -9,6 +9,7 @@ mod allocator;
 mod attention;
 mod batch_norm;
 mod conv;
+mod copy;
 mod elementwise;
 mod embedding;
 mod geglu;
