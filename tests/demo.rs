@@ -61,6 +61,7 @@ fn micro_demo_runs_every_stage_and_resumes() {
         out: out.clone(),
         preset: micro(),
         seed: 3,
+        device: medsyn::Device::Cpu,
         quiet: true,
     };
     let results = run_demo(&opts).unwrap();
@@ -140,6 +141,7 @@ fn quick_demo_shows_learning() {
         out: out.clone(),
         preset: Preset::quick(),
         seed: 0,
+        device: medsyn::Device::Cpu,
         quiet: true,
     })
     .unwrap();

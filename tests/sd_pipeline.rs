@@ -173,6 +173,7 @@ fn base_options(prompts: Vec<String>) -> GenerateOptions {
         out: None,
         shard: Shard::parse("0/1").unwrap(),
         dtype: DType::F32,
+        device: medsyn::Device::Cpu,
         quiet: true,
     }
 }

@@ -132,6 +132,7 @@ fn make_dataset(dir: &Path) -> PathBuf {
         out: Some(dir.join("data")),
         shard: Shard::parse("0/1").unwrap(),
         dtype: DType::F32,
+        device: medsyn::Device::Cpu,
         quiet: true,
     };
     run_generate(&opts).unwrap();
@@ -156,6 +157,7 @@ fn options(data: PathBuf, out: PathBuf, steps: u64) -> TrainGeneratorOptions {
         snr_gamma: None,
         resolution: None,
         dtype: DType::F32,
+        device: medsyn::Device::Cpu,
         train_text_encoder: true,
         ema: true,
         ema_decay: 0.9,

@@ -1,6 +1,6 @@
 //! `medsyn demo`: the whole pipeline in miniature on phantom data (the README's main command).
 
-use super::device::require_cpu;
+use super::device::resolve_device;
 use crate::error::Result;
 use crate::pipelines::demo::{run_demo, DemoOptions, Preset};
 use clap::Args;
@@ -17,7 +17,8 @@ pub struct DemoArgs {
     /// GPU (hours on a CPU). Use a new --out when changing the preset.
     #[arg(long, default_value = "quick")]
     pub preset: String,
-    /// Where to run: auto, cpu or cuda:N (this build runs on the CPU).
+    /// Where to run: cpu, cuda, cuda:N, or auto (cuda:0 when this build has the CUDA backend
+    /// (`--features cuda`) and a GPU is usable, else cpu).
     #[arg(long, default_value = "auto")]
     pub device: String,
     /// Seed of the data sets, initialisations and sampling (same seed, same results).
@@ -29,8 +30,8 @@ pub struct DemoArgs {
 }
 
 pub fn run(args: &DemoArgs) -> Result<()> {
-    require_cpu(&args.device)?;
     run_demo(&DemoOptions {
+        device: resolve_device(&args.device)?,
         out: args.out.clone(),
         preset: Preset::named(&args.preset)?,
         seed: args.seed,

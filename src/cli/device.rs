@@ -2,25 +2,51 @@
 
 use crate::bail;
 use crate::error::Result;
-use crate::tensor::DType;
+use crate::tensor::{DType, Device};
 
-/// Accepts `auto` and `cpu`; `cuda[:N]` is refused with the reason until models run on the
-/// GPU (with the `cuda` feature the kernels are built in and tested, but the tensor runtime
-/// does not place tensors on the device yet).
-pub fn require_cpu(device: &str) -> Result<()> {
-    match device {
-        "auto" | "cpu" => Ok(()),
-        d if d == "cuda" || d.starts_with("cuda:") => bail!(
-            "--device {d}: {}; use --device cpu or auto",
-            if cfg!(feature = "cuda") {
-                "this medsyn build has the CUDA kernels (`medsyn kernels`, `medsyn doctor`) but \
-                 no CUDA backend for models yet: they run on the CPU only"
-            } else {
-                "this medsyn build has no CUDA backend (CPU only)"
-            }
-        ),
-        d => bail!("--device {d}: expected auto, cpu or cuda:N"),
+/// The device `--device` names: `cpu`; `cuda` / `cuda:N` (an error saying why when this build
+/// has no CUDA backend or the machine no such GPU — never a panic); `auto` = cuda:0 when this
+/// build has the CUDA backend and a GPU is usable, else the CPU.
+pub fn resolve_device(flag: &str) -> Result<Device> {
+    match flag {
+        "cpu" => Ok(Device::Cpu),
+        "auto" => Ok(auto()),
+        d if d == "cuda" || d.starts_with("cuda:") => {
+            let device = Device::parse(d).map_err(|e| e.context("--device"))?;
+            usable(d, device)
+        }
+        d => bail!("--device {d}: expected auto, cpu, cuda or cuda:N"),
     }
+}
+
+#[cfg(feature = "cuda")]
+fn auto() -> Device {
+    if crate::cuda::device_count() > 0 && crate::cuda::gpu(0).is_ok() {
+        Device::Cuda(0)
+    } else {
+        Device::Cpu
+    }
+}
+
+#[cfg(not(feature = "cuda"))]
+fn auto() -> Device {
+    Device::Cpu
+}
+
+#[cfg(feature = "cuda")]
+fn usable(flag: &str, device: Device) -> Result<Device> {
+    if let Device::Cuda(n) = device {
+        crate::cuda::gpu(n).map_err(|e| e.context(format!("--device {flag}")))?;
+    }
+    Ok(device)
+}
+
+#[cfg(not(feature = "cuda"))]
+fn usable(flag: &str, _: Device) -> Result<Device> {
+    bail!(
+        "--device {flag}: this medsyn build has no CUDA backend (CPU only); rebuild with \
+         `cargo build --release --features cuda` (see README, CUDA build) or use --device cpu"
+    )
 }
 
 /// `f32`, `bf16` or `f16` (also `float32`, `bfloat16`, `float16`, `fp16`).

@@ -101,7 +101,8 @@ pub struct FinetuneArgs {
     /// An unreadable image in training: skip it or stop (evaluation always needs all).
     #[arg(long, value_enum, default_value = "fail")]
     pub on_bad_image: OnBadImage,
-    /// cpu, cuda:N or auto.
+    /// Where to run: cpu, cuda, cuda:N, or auto (cuda:0 when this build has the CUDA backend
+    /// (`--features cuda`) and a GPU is usable, else cpu).
     #[arg(long, default_value = "auto")]
     pub device: String,
     /// No progress bar.
@@ -110,7 +111,6 @@ pub struct FinetuneArgs {
 }
 
 pub fn run(args: &FinetuneArgs) -> Result<()> {
-    super::device::require_cpu(&args.device)?;
     let defaults = FinetuneOptions::default();
     let opts = FinetuneOptions {
         encoder: args.encoder.clone(),
@@ -134,6 +134,7 @@ pub fn run(args: &FinetuneArgs) -> Result<()> {
         lr: args.lr,
         weight_decay: args.weight_decay,
         dtype: super::device::parse_dtype(&args.dtype)?,
+        device: super::device::resolve_device(&args.device)?,
         seed: args.seed,
         workers: args.workers.unwrap_or(defaults.workers),
         resize: args.resize,

@@ -89,7 +89,8 @@ pub struct GenerateArgs {
     /// Run only shard I of N (0-based, "I/N"): image k belongs to shard k mod N.
     #[arg(long, default_value = "0/1")]
     pub shard: String,
-    /// cpu, cuda:N or auto (CUDA support is built with the `cuda` feature).
+    /// Where the models run: cpu, cuda, cuda:N, or auto (cuda:0 when this build has the CUDA
+    /// backend (`--features cuda`) and a GPU is usable, else cpu).
     #[arg(long, default_value = "auto")]
     pub device: String,
     /// Compute dtype of the models: f32, bf16 or f16.
@@ -104,7 +105,7 @@ pub struct GenerateArgs {
 }
 
 pub fn run(args: &GenerateArgs) -> Result<()> {
-    super::device::require_cpu(&args.device)?;
+    let device = super::device::resolve_device(&args.device)?;
     let prompts = match &args.reports {
         Some(path) => PromptSource::Reports {
             path: path.clone(),
@@ -137,6 +138,7 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         out: args.out.clone(),
         shard: Shard::parse(&args.shard)?,
         dtype: super::device::parse_dtype(&args.dtype)?,
+        device,
         quiet: args.quiet,
     };
     let s = run_generate(&opts)?;

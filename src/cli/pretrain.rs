@@ -132,7 +132,8 @@ pub struct PretrainArgs {
     /// An unreadable or corrupt image: skip it (reported once) or stop with an error.
     #[arg(long, value_enum, default_value = "fail")]
     pub on_bad_image: OnBadImage,
-    /// cpu, cuda:N or auto.
+    /// Where to run: cpu, cuda, cuda:N, or auto (cuda:0 when this build has the CUDA backend
+    /// (`--features cuda`) and a GPU is usable, else cpu).
     #[arg(long, default_value = "auto")]
     pub device: String,
     /// No progress bar.
@@ -183,6 +184,7 @@ pub fn options(args: &PretrainArgs) -> Result<PretrainOptions> {
         warmup_steps: args.warmup_steps,
         max_grad_norm: args.max_grad_norm,
         dtype: super::device::parse_dtype(&args.dtype)?,
+        device: super::device::resolve_device(&args.device)?,
         proj_dim: args.proj_dim,
         temperature: args.temperature,
         max_text_tokens: args.max_text_tokens,
@@ -202,7 +204,6 @@ pub fn options(args: &PretrainArgs) -> Result<PretrainOptions> {
 }
 
 pub fn run(args: &PretrainArgs) -> Result<()> {
-    super::device::require_cpu(&args.device)?;
     let opts = options(args)?;
     let s = pretrain(&opts)?;
     if s.truncated_reports > 0 {

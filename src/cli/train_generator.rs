@@ -79,7 +79,8 @@ pub struct TrainGeneratorArgs {
     /// Seed for data order, noise and timesteps.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// cpu, cuda:N or auto.
+    /// Where to run: cpu, cuda, cuda:N, or auto (cuda:0 when this build has the CUDA backend
+    /// (`--features cuda`) and a GPU is usable, else cpu).
     #[arg(long, default_value = "auto")]
     pub device: String,
     /// No progress bar.
@@ -88,7 +89,6 @@ pub struct TrainGeneratorArgs {
 }
 
 pub fn run(args: &TrainGeneratorArgs) -> Result<()> {
-    super::device::require_cpu(&args.device)?;
     let opts = TrainGeneratorOptions {
         model: args.model.clone(),
         data: args.data.clone(),
@@ -106,6 +106,7 @@ pub fn run(args: &TrainGeneratorArgs) -> Result<()> {
         snr_gamma: args.snr_gamma,
         resolution: args.resolution,
         dtype: super::device::parse_dtype(&args.dtype)?,
+        device: super::device::resolve_device(&args.device)?,
         train_text_encoder: args.train_text_encoder,
         ema: args.ema,
         ema_decay: args.ema_decay,

@@ -65,6 +65,16 @@ pub trait Module {
     }
 }
 
+/// Moves every tensor of `named` (a model's parameters and buffers) to `device` in place, as
+/// PyTorch's `module.to(device)`; an error names the tensor that could not be moved.
+pub fn move_to(named: &[(String, Tensor)], device: crate::tensor::Device) -> Result<()> {
+    for (name, t) in named {
+        t.move_to(device)
+            .map_err(|e| e.context(format!("moving `{name}` to {device}")))?;
+    }
+    Ok(())
+}
+
 /// Prefix every name with `prefix.` (to nest a child module's entries).
 pub fn prefixed(prefix: &str, named: Vec<(String, Tensor)>) -> Vec<(String, Tensor)> {
     named

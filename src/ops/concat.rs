@@ -59,6 +59,11 @@ impl Tensor {
             shape[dim] += t.shape()[dim];
         }
         let dtype = first.dtype();
+        #[cfg(feature = "cuda")]
+        if let Some(cx) = crate::ops::cuda::OnCuda::of(tensors)? {
+            let storage = crate::ops::cuda::copy::cat(&cx, tensors, &shape, dim)?;
+            return op_output(storage, &shape, tensors, || CatBack { dim });
+        }
         let storage = crate::with_real!(dtype, T => {
             let mut out = vec![T::zero(); shape.iter().product()];
             let full = Layout::contiguous(&shape);

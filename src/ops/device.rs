@@ -23,9 +23,14 @@ pub fn place(storage: Storage, device: Device) -> Result<Storage> {
     if storage.device() == device {
         return Ok(storage);
     }
+    place_copy(&storage, device)
+}
+
+/// A copy of `storage` on `device` (another device than its own).
+pub fn place_copy(storage: &Storage, device: Device) -> Result<Storage> {
     match device {
         Device::Cpu => Ok(Storage::Cpu(storage.try_cpu()?.clone())),
-        Device::Cuda(ordinal) => upload(&storage, ordinal),
+        Device::Cuda(ordinal) => upload(storage, ordinal),
     }
 }
 

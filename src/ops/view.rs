@@ -271,6 +271,11 @@ impl Tensor {
         if self.is_contiguous() {
             return Ok(self.clone());
         }
+        #[cfg(feature = "cuda")]
+        if let Some(cx) = crate::ops::cuda::OnCuda::of(&[self])? {
+            let storage = crate::ops::cuda::copy::contiguous(&cx, self)?;
+            return crate::autograd::op_output(storage, self.shape(), &[self], || ContiguousBack);
+        }
         let storage = Storage::Cpu(self.storage().cpu().gather(self.layout()));
         crate::autograd::op_output(storage, self.shape(), &[self], || ContiguousBack)
     }
@@ -278,6 +283,11 @@ impl Tensor {
     /// This tensor written into zeros of `shape` at offset `start` along `dim`
     /// (the adjoint of `narrow`).
     pub fn pad_into(&self, shape: &[usize], dim: usize, start: usize) -> Result<Tensor> {
+        #[cfg(feature = "cuda")]
+        if let Some(cx) = crate::ops::cuda::OnCuda::of(&[self])? {
+            let storage = crate::ops::cuda::copy::pad_into(&cx, self, shape, dim, start)?;
+            return crate::ops::cuda::tensor(storage, shape);
+        }
         crate::with_real!(self.dtype(), T => {
             let mut out = vec![T::zero(); shape.iter().product()];
             let window = Layout::contiguous(shape).narrow(dim, start, self.shape()[dim])?;

@@ -18,7 +18,7 @@ use crate::imageio::{tensor_to_u8_images, write_png_atomic};
 use crate::io::{save_safetensors, TensorSet};
 use crate::progress::Progress;
 use crate::schedulers::{build_scheduler, SchedulerKind, SchedulerOptions};
-use crate::tensor::{DType, Philox, Tensor};
+use crate::tensor::{DType, Device, Philox, Tensor};
 use crate::{bail, ensure};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -60,6 +60,8 @@ pub struct GenerateOptions {
     pub out: Option<PathBuf>,
     pub shard: Shard,
     pub dtype: DType,
+    /// Where the models run (the CLI's `--device`, resolved).
+    pub device: Device,
     pub quiet: bool,
 }
 
@@ -160,7 +162,8 @@ pub fn run_generate(opts: &GenerateOptions) -> Result<GenerateSummary> {
         "nothing would be saved: give --out DIR and/or --save-tensors FILE"
     );
     let (items, skipped_reports) = work_items(opts)?;
-    let pipe = StableDiffusion::load(&opts.model, opts.dtype)?;
+    let mut pipe = StableDiffusion::load(&opts.model, opts.dtype)?;
+    pipe.to_device(opts.device)?;
     let (height, width) = image_size(opts, &pipe)?;
     let (h, w) = (
         height / pipe.vae_scale_factor(),

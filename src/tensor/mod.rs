@@ -51,6 +51,9 @@ impl StorageCell {
     fn snapshot(&self) -> Arc<Storage> {
         self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
+    fn device(&self) -> Device {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).device()
+    }
     fn replace(&self, storage: Storage) {
         *self.0.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(storage);
     }
@@ -61,7 +64,6 @@ pub(crate) struct TensorImpl {
     storage: Arc<StorageCell>,
     layout: Layout,
     dtype: DType,
-    device: Device,
     /// How this tensor was computed, when gradients flow through it.
     node: Option<Node>,
     /// For leaves: whether gradients are computed and accumulated into `grad`.
@@ -84,12 +86,11 @@ impl Tensor {
                 storage.len()
             );
         }
-        let (dtype, device) = (storage.dtype(), storage.device());
+        let dtype = storage.dtype();
         Ok(Tensor::from_parts(
             StorageCell::new(storage),
             layout,
             dtype,
-            device,
             None,
         ))
     }
@@ -98,7 +99,6 @@ impl Tensor {
         storage: Arc<StorageCell>,
         layout: Layout,
         dtype: DType,
-        device: Device,
         node: Option<Node>,
     ) -> Tensor {
         let requires_grad = node.is_some();
@@ -107,7 +107,6 @@ impl Tensor {
             storage,
             layout,
             dtype,
-            device,
             node,
             requires_grad: AtomicBool::new(requires_grad),
             grad: Mutex::new(None),
@@ -120,7 +119,6 @@ impl Tensor {
             self.0.storage.clone(),
             layout,
             self.0.dtype,
-            self.0.device,
             node,
         )
     }
@@ -146,8 +144,9 @@ impl Tensor {
     pub fn dtype(&self) -> DType {
         self.0.dtype
     }
+    /// Where the storage lives (a parameter moved with `move_to` reports its new device).
     pub fn device(&self) -> Device {
-        self.0.device
+        self.0.storage.device()
     }
     pub fn is_contiguous(&self) -> bool {
         self.0.layout.is_contiguous()
@@ -302,6 +301,24 @@ impl Tensor {
 }
 
 impl Tensor {
+    /// Moves this tensor's storage to `device` in place (as PyTorch's `module.to(device)` does
+    /// for parameters): the tensor and every view of it then live there. Needs a tensor that
+    /// owns its whole storage contiguously (parameters do).
+    pub fn move_to(&self, device: Device) -> Result<()> {
+        if self.device() == device {
+            return Ok(());
+        }
+        if !self.is_contiguous()
+            || self.layout().offset() != 0
+            || self.storage().len() != self.numel()
+        {
+            bail!("move_to needs a tensor that owns its whole storage contiguously");
+        }
+        let storage = crate::ops::device::place_copy(&self.storage(), device)?;
+        self.0.storage.replace(storage);
+        Ok(())
+    }
+
     /// Replace this tensor's storage with `storage` (same dtype, exactly its element count,
     /// any device): how a device optimizer installs updated values it computed into fresh
     /// memory. Views of this tensor see the new values. Same conditions as `set_data`.

@@ -340,8 +340,8 @@ mod tests {
         assert_eq!(p.dst.len, 57);
 
         let err = |r: Result<Option<Plan>>| r.unwrap_err().to_string();
-        let e = err(plan(f32p(24), &src, f32p(59), &dst));
-        assert!(e.contains("destination holds 59 elements"), "{e}");
+        let e = err(plan(f32p(24), &src, f32p(56), &dst));
+        assert!(e.contains("destination holds 56 elements"), "{e}");
         let e = err(plan(f32p(23), &src, f32p(60), &dst));
         assert!(e.contains("source holds 23 elements"), "{e}");
         let e = err(plan(f32p(24), &src, fake(DType::BF16, 60), &dst));

@@ -3,6 +3,21 @@
 //! returning device storage for the op's `op_output`. An op dispatches here when
 //! [`OnCuda::of`] finds a CUDA input; CPU inputs of such an op are uploaded first.
 
+pub mod attention;
+pub mod binary;
+pub mod cast;
+pub mod conv;
+pub mod copy;
+pub mod embedding;
+pub mod loss;
+pub mod matmul;
+pub mod norm;
+pub mod optim;
+pub mod pool;
+pub mod reduce;
+pub mod softmax;
+pub mod unary;
+
 use crate::cuda::gpu::Ptr;
 use crate::cuda::Gpu;
 use crate::error::{Error, Result};

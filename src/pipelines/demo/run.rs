@@ -22,7 +22,7 @@ use crate::pipelines::run_log::progress;
 use crate::pipelines::train_generator::{train_generator, TrainGeneratorOptions};
 use crate::pipelines::work::Shard;
 use crate::schedulers::SchedulerOptions;
-use crate::tensor::DType;
+use crate::tensor::{DType, Device};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 
@@ -32,6 +32,8 @@ pub struct DemoOptions {
     pub out: PathBuf,
     pub preset: Preset,
     pub seed: u64,
+    /// Where every stage runs.
+    pub device: Device,
     pub quiet: bool,
 }
 
@@ -121,6 +123,7 @@ pub fn run_demo(opts: &DemoOptions) -> Result<Value> {
             snr_gamma: Some(5.0),
             resolution: Some(p.resolution),
             dtype: DType::F32,
+            device: opts.device,
             train_text_encoder: true,
             ema: false,
             ema_decay: 0.999,
@@ -161,6 +164,7 @@ pub fn run_demo(opts: &DemoOptions) -> Result<Value> {
             out: Some(syn_dir.join("images")),
             shard: Shard::all(),
             dtype: DType::F32,
+            device: opts.device,
             quiet: opts.quiet,
         })?;
         write_synthetic_pairs(&syn_dir.join("pairs.csv"), &real, syn_image, &DEMO_LABELS)?;
@@ -301,6 +305,7 @@ fn pretrain_options(
         lr: p.pretrain_lr,
         weight_decay: 1e-4,
         dtype: DType::F32,
+        device: opts.device,
         max_text_tokens: p.text_encoder.max_tokens,
         resize: p.resolution,
         crop: p.resolution,
@@ -318,6 +323,7 @@ fn finetune_common(p: &Preset, opts: &DemoOptions) -> FinetuneOptions {
         resize: Some(p.resolution),
         crop: Some(p.resolution),
         dtype: DType::F32,
+        device: opts.device,
         on_bad_image: OnBadImage::Fail,
         quiet: opts.quiet,
         ..FinetuneOptions::default()

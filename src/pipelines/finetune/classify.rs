@@ -21,7 +21,7 @@ use crate::ops::loss::Reduction;
 use crate::optim::{AdamW, AdamWConfig};
 use crate::pipelines::pretrain::ImageEncoder;
 use crate::pipelines::run_log::{create_out, progress, MetricsLog};
-use crate::tensor::{DType, Philox, Tensor};
+use crate::tensor::{DType, Device, Philox, Tensor};
 use crate::{bail, ensure};
 use serde_json::json;
 use std::path::PathBuf;
@@ -67,6 +67,8 @@ pub struct FinetuneOptions {
     pub lr: f64,
     pub weight_decay: f64,
     pub dtype: DType,
+    /// Where the encoder and head train (the CLI's `--device`, resolved).
+    pub device: Device,
     pub seed: u64,
     pub workers: usize,
     pub resize: Option<usize>,
@@ -97,6 +99,7 @@ impl Default for FinetuneOptions {
             lr: 5e-4,
             weight_decay: 1e-6,
             dtype: DType::F32,
+            device: Device::Cpu,
             seed: 0,
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
             resize: None,
@@ -290,6 +293,8 @@ pub fn finetune(opts: &FinetuneOptions) -> Result<FinetuneSummary> {
         classes.len(),
         true,
     )?;
+    crate::nn::move_to(&encoder.parameters(), opts.device)?;
+    crate::nn::move_to(&head.parameters(), opts.device)?;
     create_out(&opts.out)?;
     let mut metrics = MetricsLog::create(&opts.out)?;
 

@@ -21,7 +21,7 @@ use crate::nn::prefixed;
 use crate::optim::{clip_grad_norm, AdamW, AdamWConfig, WarmupCosine};
 use crate::pipelines::checkpoint::{self, CheckpointParts};
 use crate::pipelines::run_log::{create_out, progress, MetricsLog};
-use crate::tensor::{DType, Tensor};
+use crate::tensor::{DType, Device, Tensor};
 use crate::{bail, ensure};
 use serde_json::{json, Value};
 use std::path::PathBuf;
@@ -72,6 +72,8 @@ pub struct PretrainOptions {
     pub warmup_steps: Option<u64>,
     pub max_grad_norm: f64,
     pub dtype: DType,
+    /// Where the encoders train (the CLI's `--device`, resolved).
+    pub device: Device,
     pub proj_dim: usize,
     pub temperature: f64,
     pub max_text_tokens: usize,
@@ -114,6 +116,7 @@ impl Default for PretrainOptions {
             warmup_steps: None,
             max_grad_norm: 0.0,
             dtype: DType::BF16,
+            device: Device::Cpu,
             proj_dim: 128,
             temperature: 0.07,
             max_text_tokens: 112,
@@ -185,11 +188,13 @@ impl PretrainModel {
                 &heads,
             )?),
         };
-        Ok(PretrainModel {
+        let model = PretrainModel {
             image,
             text,
             method,
-        })
+        };
+        crate::nn::move_to(&model.named_parameters(), opts.device)?;
+        Ok(model)
     }
 
     /// Trained parameters with checkpoint names, in optimizer order.

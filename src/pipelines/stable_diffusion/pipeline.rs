@@ -12,7 +12,7 @@ use crate::models::unet::{UNet2DConditionModel, UNetConfig};
 use crate::models::vae::{AutoencoderKL, VaeConfig};
 use crate::models::{Config, Weights};
 use crate::schedulers::Scheduler;
-use crate::tensor::{DType, Tensor};
+use crate::tensor::{DType, Device, Tensor};
 use crate::{bail, ensure};
 use std::path::Path;
 
@@ -30,6 +30,8 @@ pub struct StableDiffusion {
     pub vae: Option<AutoencoderKL>,
     pub scheduler_config: Config,
     pub dtype: DType,
+    /// Where the weights live (`to_device`); latents and embeddings follow them.
+    pub device: Device,
     vae_dtype: DType,
     vae_scale_factor: usize,
     scaling_factor: f64,
@@ -101,10 +103,22 @@ impl StableDiffusion {
             vae,
             scheduler_config,
             dtype,
+            device: Device::Cpu,
             vae_dtype,
             vae_scale_factor,
             scaling_factor,
         })
+    }
+
+    /// Moves every component's weights to `device` (generation then runs there).
+    pub fn to_device(&mut self, device: Device) -> Result<()> {
+        crate::nn::move_to(&self.text_encoder.parameters(), device)?;
+        crate::nn::move_to(&self.unet.parameters(), device)?;
+        if let Some(vae) = &self.vae {
+            crate::nn::move_to(&vae.parameters(), device)?;
+        }
+        self.device = device;
+        Ok(())
     }
 
     /// diffusers' default image size: the U-Net's `sample_size` × the VAE's scale factor.
@@ -194,7 +208,8 @@ impl StableDiffusion {
             "prompt embeddings for {} rows, latents for {batch} images",
             embeds.dim(0)?
         );
-        let mut latents = latents.to_dtype(DType::F32)?;
+        let mut latents = latents.to_device(self.device)?.to_dtype(DType::F32)?;
+        let on_host = self.device == Device::Cpu;
         let timesteps = scheduler.timesteps().to_vec();
         for (i, &t) in timesteps.iter().enumerate() {
             let input = if guided {
@@ -221,8 +236,15 @@ impl StableDiffusion {
                 None
             };
             latents = scheduler.step(&pred, i, &latents, step_noise.as_ref())?;
-            check_finite(&latents, i)?;
+            // On a GPU, reading the latents back every step would stall the queue: NaN/inf
+            // persist through the scheduler's arithmetic, so one check after the loop finds them.
+            if on_host {
+                check_finite(&latents, Some(i))?;
+            }
             on_step(i);
+        }
+        if !on_host {
+            check_finite(&latents, None)?;
         }
         Ok(latents)
     }
@@ -259,10 +281,11 @@ impl StableDiffusion {
     }
 }
 
-fn check_finite(latents: &Tensor, step: usize) -> Result<()> {
+fn check_finite(latents: &Tensor, step: Option<usize>) -> Result<()> {
     let bad = latents.to_vec_f32().iter().any(|x| !x.is_finite());
     if bad {
-        bail!("the latents became NaN/inf at step {step}: try --dtype f32 or bf16 (f16 overflows in some models)");
+        let when = step.map_or("by the last step".to_string(), |s| format!("at step {s}"));
+        bail!("the latents became NaN/inf {when}: try --dtype f32 or bf16 (f16 overflows in some models)");
     }
     Ok(())
 }

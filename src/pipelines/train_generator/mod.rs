@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::nn::prefixed;
 use crate::optim::{clip_grad_norm, AdamW, AdamWConfig, Ema, EmaConfig, WarmupCosine};
 use crate::schedulers::NoiseSchedule;
-use crate::tensor::{DType, Philox, Tensor};
+use crate::tensor::{DType, Device, Philox, Tensor};
 use crate::{bail, ensure};
 use serde_json::json;
 use std::path::PathBuf;
@@ -46,6 +46,8 @@ pub struct TrainGeneratorOptions {
     /// Pixels (default: the U-Net's sample_size × the VAE factor).
     pub resolution: Option<usize>,
     pub dtype: DType,
+    /// Where the models train (the CLI's `--device`, resolved).
+    pub device: Device,
     pub train_text_encoder: bool,
     pub ema: bool,
     pub ema_decay: f64,
@@ -77,7 +79,8 @@ pub fn train_generator(opts: &TrainGeneratorOptions) -> Result<TrainSummary> {
         bail!("--dtype f16 is not supported for training (no loss scaling here): use bf16 or f32");
     }
     let pairs = data::read_pairs(&opts.data, &opts.image_column, &opts.text_column)?;
-    let pipe = StableDiffusion::load(&opts.model, opts.dtype)?;
+    let mut pipe = StableDiffusion::load(&opts.model, opts.dtype)?;
+    pipe.to_device(opts.device)?;
     let resolution = opts.resolution.unwrap_or(pipe.default_size().0);
     let multiple = pipe.vae_scale_factor()
         << pipe
