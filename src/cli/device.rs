@@ -58,3 +58,28 @@ pub fn parse_dtype(s: &str) -> Result<DType> {
         other => bail!("--dtype {other}: expected f32, bf16 or f16"),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_flags_resolve_or_explain() {
+        assert_eq!(resolve_device("cpu").unwrap(), Device::Cpu);
+        let e = resolve_device("tpu").unwrap_err().to_string();
+        assert!(e.contains("expected auto, cpu, cuda or cuda:N"), "{e}");
+        let e = resolve_device("cuda:x").unwrap_err().to_string();
+        assert!(e.contains("cuda:x"), "{e}");
+        if cfg!(feature = "cuda") {
+            return; // the GPU test binary covers the feature build (tests/gpu/runtime.rs)
+        }
+        assert_eq!(resolve_device("auto").unwrap(), Device::Cpu);
+        for flag in ["cuda", "cuda:1"] {
+            let e = resolve_device(flag).unwrap_err().to_string();
+            assert!(e.contains("no CUDA backend") && e.contains("--features cuda"), "{e}");
+        }
+        let t = crate::Tensor::ones(&[2], DType::F32).unwrap();
+        let e = t.to_device(Device::Cuda(0)).unwrap_err().to_string();
+        assert!(e.contains("no CUDA backend"), "{e}");
+    }
+}

@@ -248,6 +248,12 @@ pub fn scaled_dot_product_attention(
 ) -> Result<Tensor> {
     let dims = check(q, k, v, &mask)?;
     let scale = scale.unwrap_or(1.0 / (dims.d as f64).sqrt());
+    #[cfg(feature = "cuda")]
+    if let Some(cx) = crate::ops::cuda::OnCuda::of(&[q, k, v])? {
+        if crate::ops::cuda::attention::supported(&dims, q.dtype(), &mask, scale) {
+            return crate::ops::cuda::attention::attention(&cx, q, k, v, &mask, dims, scale);
+        }
+    }
     let key_keep: Option<Vec<bool>> = mask
         .key_padding
         .map(|t| t.to_vec_f64().iter().map(|&x| x != 0.0).collect());

@@ -76,7 +76,7 @@ fn promote(a: DType, b: DType) -> Result<DType> {
 
 /// The broadcast patterns read in place (no expanded copy): `shape` padded with
 /// leading 1s must be a suffix or a prefix (followed by 1s) of `out`.
-fn reach(shape: &[usize], out: &[usize]) -> Option<Reach> {
+pub(crate) fn reach(shape: &[usize], out: &[usize]) -> Option<Reach> {
     if shape == out {
         return Some(Reach::Full);
     }
@@ -108,6 +108,13 @@ fn reach(shape: &[usize], out: &[usize]) -> Option<Reach> {
 fn binary(op: Binary, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     let shape = broadcast_shapes(a.shape(), b.shape()).map_err(|e| e.context(op.name()))?;
     let dtype = promote(a.dtype(), b.dtype())?;
+    #[cfg(feature = "cuda")]
+    if let Some(cx) = crate::ops::cuda::OnCuda::of(&[a, b])? {
+        if crate::ops::cuda::cast::kernel_float(dtype) {
+            let storage = crate::ops::cuda::binary::binary(&cx, op, a, b, &shape, dtype, reach)?;
+            return op_output(storage, &shape, &[a, b], || BinaryBack(op));
+        }
+    }
     let n: usize = shape.iter().product();
     let storage = crate::with_real!(dtype, T => {
         // Operands of the output's shape, and bias-like broadcasts, are read in

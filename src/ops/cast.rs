@@ -26,6 +26,15 @@ impl Tensor {
         if dtype == self.dtype() {
             return Ok(self.clone());
         }
+        #[cfg(feature = "cuda")]
+        if crate::ops::cuda::cast::kernel_float(self.dtype())
+            && crate::ops::cuda::cast::kernel_float(dtype)
+        {
+            if let Some(cx) = crate::ops::cuda::OnCuda::of(&[self])? {
+                let storage = crate::ops::cuda::cast::cast(&cx, self, dtype)?;
+                return op_output(storage, self.shape(), &[self], || CastBack);
+            }
+        }
         let storage = if !self.dtype().is_float() || !dtype.is_float() {
             // Integer involved: go through i64 (floats truncate toward zero).
             if self.dtype().is_float() {
@@ -42,6 +51,13 @@ impl Tensor {
             CpuStorage::from_real(self.to_vec::<f32>(), dtype)
         };
         let inputs: &[&Tensor] = if dtype.is_float() { &[self] } else { &[] };
-        op_output(Storage::Cpu(storage), self.shape(), inputs, || CastBack)
+        // An integer result records no input, so op_output would leave it on the host: keep it
+        // on this tensor's device like every other op's output.
+        let storage = if inputs.is_empty() && self.device() != crate::tensor::Device::Cpu {
+            crate::ops::device::place(Storage::Cpu(storage), self.device())?
+        } else {
+            Storage::Cpu(storage)
+        };
+        op_output(storage, self.shape(), inputs, || CastBack)
     }
 }

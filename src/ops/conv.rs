@@ -65,6 +65,15 @@ impl Backward for Conv2dBack {
                 grads[2] = Some(Tensor::from_values(db, inputs[2].shape(), dtype)?);
             }
         });
+        // No device kernel for the backward: computed on the host (above), the gradients go
+        // back to their inputs' device so that the rest of the backward stays there.
+        if g.device() != crate::tensor::Device::Cpu {
+            for (gr, x) in grads.iter_mut().zip(inputs) {
+                if let Some(t) = gr.take() {
+                    *gr = Some(t.to_device(x.device())?);
+                }
+            }
+        }
         Ok(grads)
     }
 }
@@ -159,6 +168,15 @@ impl Backward for Pad2dBack {
         _: &Tensor,
     ) -> Result<Vec<Option<Tensor>>> {
         let x = &inputs[0];
+        #[cfg(feature = "cuda")]
+        if let Some(cx) = crate::ops::cuda::OnCuda::of(&[g])? {
+            return Ok(vec![Some(crate::ops::cuda::conv::crop2d(
+                &cx,
+                g,
+                self.0,
+                x.shape(),
+            )?)]);
+        }
         let r = x.rank();
         let (h, w) = (x.shape()[r - 2], x.shape()[r - 1]);
         let planes = x.numel() / (h * w).max(1);
@@ -184,6 +202,17 @@ impl Tensor {
     ) -> Result<Tensor> {
         let geom = conv_geom(self, weight, bias, stride, padding, dilation, groups)?;
         let dtype = self.dtype();
+        #[cfg(feature = "cuda")]
+        {
+            let mut inputs = vec![self, weight];
+            inputs.extend(bias);
+            if let Some(cx) = crate::ops::cuda::OnCuda::of(&inputs)? {
+                if crate::ops::cuda::conv::conv_dtype(dtype) {
+                    let storage = crate::ops::cuda::conv::conv2d(&cx, &geom, self, weight, bias)?;
+                    return finish_conv2d(storage, &geom, self, weight, bias);
+                }
+            }
+        }
         let storage = crate::with_real!(dtype, T => {
             let xs = self.storage();
             if dtype == DType::F32 && winograd::applicable(&geom) {
@@ -217,14 +246,19 @@ impl Tensor {
         let (h, w) = (self.shape()[r - 2], self.shape()[r - 1]);
         let planes: usize = self.shape()[..r - 2].iter().product();
         let pads = (left, right, top, bottom);
+        let mut shape = self.shape().to_vec();
+        shape[r - 2] = h + top + bottom;
+        shape[r - 1] = w + left + right;
+        #[cfg(feature = "cuda")]
+        if let Some(cx) = crate::ops::cuda::OnCuda::of(&[self])? {
+            let storage = crate::ops::cuda::conv::pad2d(&cx, self, pads, &shape)?;
+            return op_output(storage, &shape, &[self], || Pad2dBack(pads));
+        }
         let storage = crate::with_real!(self.dtype(), T => {
             let xs = self.storage();
             let xv = xs.cpu().values::<T>(self.layout());
             cpu::storage_from(kernel::pad2d(&xv, planes, h, w, pads), self.dtype())
         });
-        let mut shape = self.shape().to_vec();
-        shape[r - 2] = h + top + bottom;
-        shape[r - 1] = w + left + right;
         op_output(storage, &shape, &[self], || Pad2dBack(pads))
     }
 }

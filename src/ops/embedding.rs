@@ -64,6 +64,22 @@ pub fn embedding(ids: &Tensor, weight: &Tensor) -> Result<Tensor> {
         weight.shape()
     );
     let (vocab, dim) = (weight.shape()[0], weight.shape()[1]);
+    #[cfg(feature = "cuda")]
+    if let Some(cx) = crate::ops::cuda::OnCuda::of(&[weight])? {
+        if crate::ops::cuda::embedding::supported(weight) {
+            if ids.device() == crate::tensor::Device::Cpu {
+                // Host ids are checked here as on the CPU (device ids are not read back).
+                if let Some(&id) = ids
+                    .to_vec_i64()
+                    .iter()
+                    .find(|&&id| usize::try_from(id).map_or(true, |i| i >= vocab))
+                {
+                    bail!("embedding: id {id} is out of range for a vocabulary of {vocab}");
+                }
+            }
+            return crate::ops::cuda::embedding::embedding(&cx, ids, weight);
+        }
+    }
     let ids_v: Vec<usize> = ids
         .to_vec_i64()
         .into_iter()

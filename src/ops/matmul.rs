@@ -152,6 +152,15 @@ impl Tensor {
             return a.reshape(&[rows, k])?.matmul(b)?.reshape(&out_shape);
         }
         let batch = broadcast_shapes(&a.shape()[..ra - 2], &b.shape()[..rb - 2])?;
+        #[cfg(feature = "cuda")]
+        if let Some(cx) = crate::ops::cuda::OnCuda::of(&[a, b])? {
+            if crate::ops::cuda::matmul::supported(a.dtype()) {
+                let storage = crate::ops::cuda::matmul::matmul(&cx, a, b, &batch, (m, k, n))?;
+                let mut shape = batch;
+                shape.extend([m, n]);
+                return op_output(storage, &shape, &[a, b], || MatmulBack);
+            }
+        }
         let storage = crate::with_real!(a.dtype(), T => {
             cpu::storage_from(matmul_cpu::<T>(a, b, &batch, m, k, n)?, a.dtype())
         });

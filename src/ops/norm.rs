@@ -64,6 +64,10 @@ impl Backward for NormBack {
             weight: self.has_w && needs[1],
             bias: self.has_b && needs[b_at],
         };
+        #[cfg(feature = "cuda")]
+        if let Some(grads) = self.backward_cuda(g, x, w, b, need)? {
+            return Ok(grads);
+        }
         crate::with_real!(x.dtype(), T => {
             let (xv, gv) = (x.to_vec::<T>(), g.to_vec::<T>());
             let (mean, rstd) = (self.mean.to_vec::<T>(), self.rstd.to_vec::<T>());
@@ -94,6 +98,96 @@ impl Backward for NormBack {
             Ok(grads)
         })
     }
+}
+
+#[cfg(feature = "cuda")]
+impl NormBack {
+    /// The device backward when the forward ran on a GPU (its statistics live there).
+    fn backward_cuda(
+        &self,
+        g: &Tensor,
+        x: &Tensor,
+        w: Option<&Tensor>,
+        b: Option<&Tensor>,
+        need: Needs,
+    ) -> Result<Option<Vec<Option<Tensor>>>> {
+        use crate::ops::cuda::norm as dev;
+        if !dev::on_device(&self.mean) {
+            return Ok(None);
+        }
+        let Some(cx) = crate::ops::cuda::OnCuda::of(&[x, g, &self.mean])? else {
+            return Ok(None);
+        };
+        let want = dev::Want {
+            x: need.x,
+            weight: need.weight,
+            bias: need.bias,
+        };
+        let (mean, rstd) = (&self.mean, &self.rstd);
+        let (dx, dw, db) = match self.kind {
+            Kind::Layer { n } => dev::layer_norm_backward(&cx, x, g, w, b, mean, rstd, n, want)?,
+            Kind::Group { shape, silu } => {
+                let dims = (x.shape()[0], shape.channels, shape.spatial, shape.groups);
+                dev::group_norm_backward(&cx, x, g, w, b, mean, rstd, dims, silu, want)?
+            }
+            Kind::Batch {
+                batch,
+                channels,
+                spatial,
+                batch_stats,
+            } => dev::batch_norm_backward(
+                &cx,
+                x,
+                g,
+                w,
+                b,
+                mean,
+                rstd,
+                (batch, channels, spatial),
+                batch_stats,
+                want,
+            )?,
+        };
+        let mut grads = vec![dx];
+        if self.has_w {
+            grads.push(dw);
+        }
+        if self.has_b {
+            grads.push(db);
+        }
+        Ok(Some(grads))
+    }
+}
+
+/// A norm computed on the device: its output with the saved device statistics.
+#[cfg(feature = "cuda")]
+fn device_output(
+    x: &Tensor,
+    w: Option<&Tensor>,
+    b: Option<&Tensor>,
+    kind: Kind,
+    o: crate::ops::cuda::norm::NormOut,
+) -> Result<Tensor> {
+    op_output(o.y, x.shape(), &inputs(x, w, b), || NormBack {
+        kind,
+        has_w: w.is_some(),
+        has_b: b.is_some(),
+        mean: o.mean,
+        rstd: o.rstd,
+    })
+}
+
+/// The op's GPU when it runs on one and the kernels take its dtypes.
+#[cfg(feature = "cuda")]
+fn on_cuda(
+    x: &Tensor,
+    w: Option<&Tensor>,
+    b: Option<&Tensor>,
+) -> Result<Option<crate::ops::cuda::OnCuda>> {
+    if !crate::ops::cuda::norm::supported(x, w, b) {
+        return Ok(None);
+    }
+    crate::ops::cuda::OnCuda::of(&inputs(x, w, b))
 }
 
 /// Check an optional weight/bias: float, of `shape`.
@@ -187,6 +281,11 @@ impl Tensor {
         ensure!(n > 0, "{OP}: empty normalized shape {nshape:?}");
         check_param(weight, nshape, "weight", OP)?;
         check_param(bias, nshape, "bias", OP)?;
+        #[cfg(feature = "cuda")]
+        if let Some(cx) = on_cuda(self, weight, bias)? {
+            let o = crate::ops::cuda::norm::layer_norm(&cx, self, weight, bias, n, eps)?;
+            return device_output(self, weight, bias, Kind::Layer { n }, o);
+        }
         norm_forward(self, weight, bias, Kind::Layer { n }, |x, w, b| {
             crate::with_real!(x.dtype(), T => {
                 let (wv, bv) = (w.map(|t| t.to_vec::<T>()), b.map(|t| t.to_vec::<T>()));
@@ -268,6 +367,23 @@ impl Tensor {
             spatial,
             batch_stats: training,
         };
+        #[cfg(feature = "cuda")]
+        if let Some(cx) = on_cuda(self, weight, bias)? {
+            if crate::ops::cuda::norm::batch_norm_running_ok(&cx, running, training) {
+                let o = crate::ops::cuda::norm::batch_norm(
+                    &cx,
+                    self,
+                    weight,
+                    bias,
+                    running,
+                    (batch, channels, spatial),
+                    training,
+                    momentum,
+                    eps,
+                )?;
+                return device_output(self, weight, bias, kind, o);
+            }
+        }
         norm_forward(self, weight, bias, kind, |x, w, b| {
             crate::with_real!(x.dtype(), T => {
                 let xv = x.to_vec::<T>();
@@ -346,6 +462,12 @@ fn group_norm_impl(
         spatial,
         groups,
     };
+    #[cfg(feature = "cuda")]
+    if let Some(cx) = on_cuda(x, w, b)? {
+        let dims = (x.shape()[0], channels, spatial, groups);
+        let o = crate::ops::cuda::norm::group_norm(&cx, x, w, b, dims, eps, silu)?;
+        return device_output(x, w, b, Kind::Group { shape, silu }, o);
+    }
     norm_forward(x, w, b, Kind::Group { shape, silu }, |x, w, b| {
         crate::with_real!(x.dtype(), T => {
             let (wv, bv) = (w.map(|t| t.to_vec::<T>()), b.map(|t| t.to_vec::<T>()));

@@ -61,9 +61,16 @@ fn out_shape(x: &Tensor, oh: usize, ow: usize) -> [usize; 4] {
     [x.shape()[0], x.shape()[1], oh, ow]
 }
 
+/// Each window's argmax: on the host, or (device path) a device I32 tensor of the u32 indices.
+enum Argmax {
+    Host(Vec<u32>),
+    #[cfg(feature = "cuda")]
+    Device(Tensor),
+}
+
 struct MaxPoolBack {
     geom: Pool2dGeom,
-    argmax: Vec<u32>,
+    argmax: Argmax,
 }
 
 impl Backward for MaxPoolBack {
@@ -78,8 +85,18 @@ impl Backward for MaxPoolBack {
         _: &Tensor,
     ) -> Result<Vec<Option<Tensor>>> {
         let x = &inputs[0];
+        #[cfg_attr(not(feature = "cuda"), allow(clippy::infallible_destructuring_match))]
+        let argmax = match &self.argmax {
+            Argmax::Host(a) => a,
+            #[cfg(feature = "cuda")]
+            Argmax::Device(idx) => {
+                let cx = crate::ops::cuda::OnCuda::of(&[idx])?.expect("a device argmax");
+                let dx = crate::ops::cuda::pool::max_pool2d_backward(&cx, &self.geom, g, idx, x)?;
+                return Ok(vec![Some(dx)]);
+            }
+        };
         let dx = crate::with_real!(x.dtype(), T => {
-            let d = kernel::max_pool2d_backward(&self.geom, &g.to_vec::<T>(), &self.argmax);
+            let d = kernel::max_pool2d_backward(&self.geom, &g.to_vec::<T>(), argmax);
             Tensor::from_values(d, x.shape(), x.dtype())?
         });
         Ok(vec![Some(dx)])
@@ -103,6 +120,19 @@ impl Backward for AvgPoolBack {
         _: &Tensor,
     ) -> Result<Vec<Option<Tensor>>> {
         let x = &inputs[0];
+        #[cfg(feature = "cuda")]
+        if let Some(cx) = crate::ops::cuda::OnCuda::of(&[g, x])? {
+            if crate::ops::cuda::pool::pool_dtype(x.dtype()) {
+                let dx = crate::ops::cuda::pool::avg_pool2d_backward(
+                    &cx,
+                    &self.geom,
+                    self.count_include_pad,
+                    g,
+                    x,
+                )?;
+                return Ok(vec![Some(dx)]);
+            }
+        }
         let dx = crate::with_real!(x.dtype(), T => {
             let d = kernel::avg_pool2d_backward(&self.geom, &g.to_vec::<T>(), self.count_include_pad);
             Tensor::from_values(d, x.shape(), x.dtype())?
@@ -133,6 +163,17 @@ impl Backward for ResizeBack {
     ) -> Result<Vec<Option<Tensor>>> {
         let x = &inputs[0];
         let (p, h, w) = planes(x, self.name())?;
+        #[cfg(feature = "cuda")]
+        if let Some(cx) = crate::ops::cuda::OnCuda::of(&[g, x])? {
+            if crate::ops::cuda::pool::pool_dtype(x.dtype()) {
+                let (adaptive, scale) = match *self {
+                    ResizeBack::Adaptive { out } => (Some(out), 1),
+                    ResizeBack::Upsample { scale } => (None, scale),
+                };
+                let dx = crate::ops::cuda::pool::resize_backward(&cx, g, x, adaptive, scale)?;
+                return Ok(vec![Some(dx)]);
+            }
+        }
         let dx = crate::with_real!(x.dtype(), T => {
             let gy = g.to_vec::<T>();
             let d = match *self {
@@ -155,9 +196,21 @@ impl Tensor {
         padding: (usize, usize),
     ) -> Result<Tensor> {
         let geom = pool_geom(self, "max_pool2d", kernel, stride, padding)?;
+        #[cfg(feature = "cuda")]
+        if let Some(cx) = crate::ops::cuda::OnCuda::of(&[self])? {
+            if crate::ops::cuda::pool::pool_dtype(self.dtype()) {
+                let (storage, idx) = crate::ops::cuda::pool::max_pool2d(&cx, &geom, self)?;
+                return op_output(storage, &out_shape(self, geom.oh, geom.ow), &[self], || {
+                    MaxPoolBack {
+                        geom,
+                        argmax: Argmax::Device(idx),
+                    }
+                });
+            }
+        }
         let (storage, argmax) = crate::with_real!(self.dtype(), T => {
             let (v, idx) = kernel::max_pool2d(&geom, &self.to_vec::<T>());
-            (cpu::storage_from(v, self.dtype()), idx)
+            (cpu::storage_from(v, self.dtype()), Argmax::Host(idx))
         });
         op_output(storage, &out_shape(self, geom.oh, geom.ow), &[self], || {
             MaxPoolBack { geom, argmax }
@@ -174,6 +227,19 @@ impl Tensor {
         count_include_pad: bool,
     ) -> Result<Tensor> {
         let geom = pool_geom(self, "avg_pool2d", kernel, stride, padding)?;
+        #[cfg(feature = "cuda")]
+        if let Some(cx) = crate::ops::cuda::OnCuda::of(&[self])? {
+            if crate::ops::cuda::pool::pool_dtype(self.dtype()) {
+                let storage =
+                    crate::ops::cuda::pool::avg_pool2d(&cx, &geom, count_include_pad, self)?;
+                return op_output(storage, &out_shape(self, geom.oh, geom.ow), &[self], || {
+                    AvgPoolBack {
+                        geom,
+                        count_include_pad,
+                    }
+                });
+            }
+        }
         let storage = crate::with_real!(self.dtype(), T => {
             cpu::storage_from(kernel::avg_pool2d(&geom, &self.to_vec::<T>(), count_include_pad), self.dtype())
         });
@@ -194,10 +260,20 @@ impl Tensor {
                 "adaptive_avg_pool2d: output {out_h}x{out_w} and input {h}x{w} must be non-empty"
             );
         }
+        let out = (out_h, out_w);
+        #[cfg(feature = "cuda")]
+        if let Some(cx) = crate::ops::cuda::OnCuda::of(&[self])? {
+            if crate::ops::cuda::pool::pool_dtype(self.dtype()) {
+                let storage =
+                    crate::ops::cuda::pool::adaptive_avg_pool2d(&cx, self, p, (h, w), out)?;
+                return op_output(storage, &out_shape(self, out_h, out_w), &[self], || {
+                    ResizeBack::Adaptive { out }
+                });
+            }
+        }
         let storage = crate::with_real!(self.dtype(), T => {
             cpu::storage_from(kernel::adaptive_avg_pool2d(&self.to_vec::<T>(), p, (h, w), (out_h, out_w)), self.dtype())
         });
-        let out = (out_h, out_w);
         op_output(storage, &out_shape(self, out_h, out_w), &[self], || {
             ResizeBack::Adaptive { out }
         })
@@ -209,6 +285,19 @@ impl Tensor {
         let (p, h, w) = planes(self, "upsample_nearest2d")?;
         if scale == 0 {
             bail!("upsample_nearest2d: scale must be positive");
+        }
+        #[cfg(feature = "cuda")]
+        if let Some(cx) = crate::ops::cuda::OnCuda::of(&[self])? {
+            if crate::ops::cuda::pool::pool_dtype(self.dtype()) {
+                let storage =
+                    crate::ops::cuda::pool::upsample_nearest2d(&cx, self, p, (h, w), scale)?;
+                return op_output(
+                    storage,
+                    &out_shape(self, h * scale, w * scale),
+                    &[self],
+                    || ResizeBack::Upsample { scale },
+                );
+            }
         }
         let storage = crate::with_real!(self.dtype(), T => {
             cpu::storage_from(kernel::upsample_nearest2d(&self.to_vec::<T>(), p, (h, w), scale), self.dtype())

@@ -7,6 +7,16 @@ use crate::bail;
 use crate::error::Result;
 use crate::tensor::{resolve_dim, Tensor};
 
+/// The device a reduction of `x` runs on when it is a GPU and `x` is of a kernel dtype (f32,
+/// bf16, f16); None sends it down the CPU path (the host fallback for device inputs).
+#[cfg(feature = "cuda")]
+fn on_cuda(x: &Tensor) -> Result<Option<crate::ops::cuda::OnCuda>> {
+    if !crate::ops::cuda::cast::kernel_float(x.dtype()) {
+        return Ok(None);
+    }
+    crate::ops::cuda::OnCuda::of(&[x])
+}
+
 /// Move the reduced dims last; return (permuted input, kept shape, outer, inner).
 fn split_reduced(x: &Tensor, dims: &[usize]) -> Result<(Tensor, Vec<usize>, usize, usize)> {
     let kept: Vec<usize> = (0..x.rank()).filter(|d| !dims.contains(d)).collect();
@@ -75,6 +85,14 @@ fn sum_impl(x: &Tensor, dims: &[isize], keepdim: bool, mean: bool) -> Result<Ten
         bail!("sum/mean need a float tensor, got {}", x.dtype());
     }
     let dims = normalize_dims(dims, x.rank())?;
+    #[cfg(feature = "cuda")]
+    if let Some(cx) = on_cuda(x)? {
+        let storage = crate::ops::cuda::reduce::sum(&cx, x, &dims, mean)?;
+        let count: usize = dims.iter().map(|&d| x.shape()[d]).product();
+        let scale = if mean { 1.0 / count.max(1) as f64 } else { 1.0 };
+        let shape = reduced_shape(x.shape(), &dims, keepdim);
+        return op_output(storage, &shape, &[x], || SumBack { dims, scale });
+    }
     let (p, _, outer, inner) = split_reduced(x, &dims)?;
     let scale = if mean { 1.0 / inner.max(1) as f64 } else { 1.0 };
     let storage = crate::with_real!(x.dtype(), T => {
@@ -123,6 +141,35 @@ impl Backward for MaxBack {
     }
 }
 
+/// MaxBack for a maximum computed on a GPU: the indices stay on the device until a backward
+/// needs them (read back then; the gradient's scatter runs on the host).
+#[cfg(feature = "cuda")]
+struct MaxIdxBack {
+    dim: usize,
+    idx: Tensor,
+}
+#[cfg(feature = "cuda")]
+impl Backward for MaxIdxBack {
+    fn name(&self) -> &'static str {
+        "max"
+    }
+    fn backward(
+        &self,
+        g: &Tensor,
+        inputs: &[Tensor],
+        needs: &[bool],
+        out: &Tensor,
+    ) -> Result<Vec<Option<Tensor>>> {
+        let idx = self.idx.storage().try_cpu()?.values_i64(self.idx.layout());
+        let argmax = idx.into_iter().map(|i| i as usize).collect();
+        MaxBack {
+            dim: self.dim,
+            argmax,
+        }
+        .backward(g, inputs, needs, out)
+    }
+}
+
 impl Tensor {
     /// Sum over `dims`.
     pub fn sum_dims(&self, dims: &[isize], keepdim: bool) -> Result<Tensor> {
@@ -149,6 +196,13 @@ impl Tensor {
         if self.shape()[dim] == 0 {
             bail!("max over an empty dimension");
         }
+        #[cfg(feature = "cuda")]
+        if let Some(cx) = on_cuda(self)? {
+            let (values, idx) = crate::ops::cuda::reduce::max(&cx, self, dim)?;
+            let idx = crate::ops::cuda::tensor(idx, &reduced_shape(self.shape(), &[dim], false))?;
+            let shape = reduced_shape(self.shape(), &[dim], keepdim);
+            return op_output(values, &shape, &[self], || MaxIdxBack { dim, idx });
+        }
         let (p, _, outer, inner) = split_reduced(self, &[dim])?;
         let (storage, argmax) = crate::with_real!(self.dtype(), T => {
             let (m, a) = reduce::max_rows(&p.to_vec::<T>(), inner);
@@ -162,6 +216,11 @@ impl Tensor {
     /// Index of the maximum along `dim` (i64, not differentiable).
     pub fn argmax(&self, dim: isize) -> Result<Tensor> {
         let dim = resolve_dim(dim, self.rank())?;
+        #[cfg(feature = "cuda")]
+        if let Some(cx) = on_cuda(self)? {
+            let idx = crate::ops::cuda::reduce::argmax(&cx, self, dim)?;
+            return crate::ops::cuda::tensor(idx, &reduced_shape(self.shape(), &[dim], false));
+        }
         let (p, kept, _, inner) = split_reduced(self, &[dim])?;
         let a = crate::with_real!(self.dtype(), T => reduce::max_rows(&p.to_vec::<T>(), inner).1);
         Tensor::from_i64(a.into_iter().map(|i| i as i64).collect(), &kept)

@@ -7,6 +7,16 @@ use crate::bail;
 use crate::error::Result;
 use crate::tensor::Tensor;
 
+/// The device an op on `ts` runs on when it is a GPU and `x` is of a kernel dtype (f32, bf16,
+/// f16); None sends the op down the CPU path (the host fallback for device inputs).
+#[cfg(feature = "cuda")]
+fn on_cuda(ts: &[&Tensor], x: &Tensor) -> Result<Option<crate::ops::cuda::OnCuda>> {
+    if !crate::ops::cuda::cast::kernel_float(x.dtype()) {
+        return Ok(None);
+    }
+    crate::ops::cuda::OnCuda::of(ts)
+}
+
 struct UnaryBack(Unary);
 
 impl Backward for UnaryBack {
@@ -21,6 +31,12 @@ impl Backward for UnaryBack {
         out: &Tensor,
     ) -> Result<Vec<Option<Tensor>>> {
         let x = &inputs[0];
+        #[cfg(feature = "cuda")]
+        if let Some(cx) = on_cuda(&[x, out, g], x)? {
+            let g = g.to_dtype(x.dtype())?;
+            let dx = crate::ops::cuda::unary::unary_backward(&cx, self.0, x, out, &g)?;
+            return Ok(vec![Some(crate::ops::cuda::tensor(dx, x.shape())?)]);
+        }
         let dx = crate::with_real!(x.dtype(), T => {
             let d = cpu::elementwise::unary_backward(
                 self.0,
@@ -37,6 +53,11 @@ impl Backward for UnaryBack {
 fn unary(op: Unary, x: &Tensor) -> Result<Tensor> {
     if !x.dtype().is_float() {
         bail!("{} needs a float tensor, got {}", op.name(), x.dtype());
+    }
+    #[cfg(feature = "cuda")]
+    if let Some(cx) = on_cuda(&[x], x)? {
+        let storage = crate::ops::cuda::unary::unary(&cx, op, x)?;
+        return op_output(storage, x.shape(), &[x], || UnaryBack(op));
     }
     let storage = crate::with_real!(x.dtype(), T => {
         cpu::storage_from(x.with_values::<T, _>(|v| cpu::elementwise::unary(op, v)), x.dtype())
@@ -59,6 +80,13 @@ impl Backward for GegluBack {
     ) -> Result<Vec<Option<Tensor>>> {
         let x = &inputs[0];
         let d = x.shape().last().copied().unwrap_or(0) / 2;
+        #[cfg(feature = "cuda")]
+        if let Some(cx) = on_cuda(&[x, g], x)? {
+            let g = g.to_dtype(x.dtype())?;
+            let rows = x.shape()[..x.rank() - 1].iter().product();
+            let dx = crate::ops::cuda::unary::geglu_backward(&cx, x, &g, rows, d)?;
+            return Ok(vec![Some(crate::ops::cuda::tensor(dx, x.shape())?)]);
+        }
         let dx = crate::with_real!(x.dtype(), T => {
             let dx = cpu::geglu::geglu_backward(&x.to_vec::<T>(), &g.to_vec::<T>(), d);
             Tensor::from_values(dx, x.shape(), x.dtype())?
@@ -85,6 +113,11 @@ impl Backward for AffineBack {
 
 /// x * mul + add.
 pub fn affine(x: &Tensor, mul: f64, add: f64) -> Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    if let Some(cx) = on_cuda(&[x], x)? {
+        let storage = crate::ops::cuda::unary::affine(&cx, x, mul, add)?;
+        return op_output(storage, x.shape(), &[x], || AffineBack(mul));
+    }
     let storage = crate::with_real!(x.dtype(), T => {
         let (m, a) = (T::from_f64(mul), T::from_f64(add));
         let v = x.to_vec::<T>();
@@ -107,6 +140,12 @@ impl Backward for ClampBack {
     ) -> Result<Vec<Option<Tensor>>> {
         let x = &inputs[0];
         let (lo, hi) = (self.0, self.1);
+        #[cfg(feature = "cuda")]
+        if let Some(cx) = on_cuda(&[x, g], x)? {
+            let g = g.to_dtype(x.dtype())?;
+            let dx = crate::ops::cuda::unary::clamp_backward(&cx, x, &g, lo, hi)?;
+            return Ok(vec![Some(crate::ops::cuda::tensor(dx, x.shape())?)]);
+        }
         let dx = crate::with_real!(x.dtype(), T => {
             let (xv, gv) = (x.to_vec::<T>(), g.to_vec::<T>());
             // torch.clamp passes the gradient where lo <= x <= hi.
@@ -127,6 +166,11 @@ pub fn clamp(x: &Tensor, lo: f64, hi: f64) -> Result<Tensor> {
             "clamp needs a float tensor and lo <= hi, got {} and [{lo}, {hi}]",
             x.dtype()
         );
+    }
+    #[cfg(feature = "cuda")]
+    if let Some(cx) = on_cuda(&[x], x)? {
+        let storage = crate::ops::cuda::unary::clamp(&cx, x, lo, hi)?;
+        return op_output(storage, x.shape(), &[x], || ClampBack(lo, hi));
     }
     let storage = crate::with_real!(x.dtype(), T => {
         let (l, h) = (T::from_f64(lo), T::from_f64(hi));
@@ -151,6 +195,13 @@ impl Backward for PowBack {
         _: &[bool],
         _: &Tensor,
     ) -> Result<Vec<Option<Tensor>>> {
+        #[cfg(feature = "cuda")]
+        if let Some(cx) = on_cuda(&[&inputs[0], g], &inputs[0])? {
+            let x = &inputs[0];
+            let g = g.to_dtype(x.dtype())?;
+            let dx = crate::ops::cuda::unary::powf_backward(&cx, x, &g, self.0)?;
+            return Ok(vec![Some(crate::ops::cuda::tensor(dx, x.shape())?)]);
+        }
         Ok(vec![Some(
             g.mul(&inputs[0].powf(self.0 - 1.0)?.scale(self.0)?)?,
         )])
@@ -216,6 +267,11 @@ impl Tensor {
 
     /// x^p for a scalar exponent.
     pub fn powf(&self, p: f64) -> Result<Tensor> {
+        #[cfg(feature = "cuda")]
+        if let Some(cx) = on_cuda(&[self], self)? {
+            let storage = crate::ops::cuda::unary::powf(&cx, self, p)?;
+            return op_output(storage, self.shape(), &[self], || PowBack(p));
+        }
         let storage = crate::with_real!(self.dtype(), T => {
             let v = self.to_vec::<T>();
             let e = T::from_f64(p);
@@ -238,6 +294,12 @@ impl Tensor {
         }
         let mut out_shape = dims.to_vec();
         *out_shape.last_mut().expect("non-empty") = width / 2;
+        #[cfg(feature = "cuda")]
+        if let Some(cx) = on_cuda(&[self], self)? {
+            let rows = dims[..dims.len() - 1].iter().product();
+            let storage = crate::ops::cuda::unary::geglu(&cx, self, rows, width / 2)?;
+            return op_output(storage, &out_shape, &[self], || GegluBack);
+        }
         let storage = crate::with_real!(self.dtype(), T => {
             let y = self.with_values::<T, _>(|v| cpu::geglu::geglu_forward(v, width / 2));
             cpu::storage_from(y, self.dtype())

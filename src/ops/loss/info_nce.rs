@@ -18,9 +18,22 @@ use rayon::prelude::*;
 /// Rows of the similarity matrix computed per tile by default.
 pub const DEFAULT_BLOCK_ROWS: usize = 256;
 
+/// The forward's row / column log-sum-exps: host values, or (device path) f32 [B] device
+/// tensors the fused backward reads.
+enum Lse {
+    Host {
+        row: Vec<f64>,
+        col: Vec<f64>,
+    },
+    #[cfg(feature = "cuda")]
+    Device {
+        row: Tensor,
+        col: Tensor,
+    },
+}
+
 struct InfoNceBack {
-    row_lse: Vec<f64>,
-    col_lse: Vec<f64>,
+    lse: Lse,
     block_rows: usize,
 }
 
@@ -162,12 +175,47 @@ impl Backward for InfoNceBack {
         needs: &[bool],
         out: &Tensor,
     ) -> Result<Vec<Option<Tensor>>> {
+        match &self.lse {
+            Lse::Host { row, col } => self.host_backward(g, inputs, needs, out, row, col),
+            #[cfg(feature = "cuda")]
+            Lse::Device { row, col } => {
+                let d = inputs[0].shape()[1];
+                let cx = crate::ops::cuda::OnCuda::of(&[row])?.expect("device log-sum-exps");
+                if crate::ops::cuda::loss::info_nce_backward_applies(&cx, inputs[0].dtype(), d) {
+                    return crate::ops::cuda::loss::info_nce_backward(
+                        &cx, &inputs[0], &inputs[1], &inputs[2], g, row, col, needs,
+                    );
+                }
+                // Wider than the fused backward: computed on the host (read back), the
+                // gradients sent to the device below.
+                let (row, col) = (row.to_vec_f64(), col.to_vec_f64());
+                let grads = self.host_backward(g, inputs, needs, out, &row, &col)?;
+                grads
+                    .into_iter()
+                    .map(|o| o.map(|t| t.to_device(cx.device())).transpose())
+                    .collect()
+            }
+        }
+    }
+}
+
+impl InfoNceBack {
+    /// The CPU backward from the forward's log-sum-exps.
+    fn host_backward(
+        &self,
+        g: &Tensor,
+        inputs: &[Tensor],
+        needs: &[bool],
+        out: &Tensor,
+        row_lse: &[f64],
+        col_lse: &[f64],
+    ) -> Result<Vec<Option<Tensor>>> {
         crate::with_real!(out.dtype(), T => {
             let op = Operands::<T>::new(inputs)?;
             let (b, d, s) = (op.b, op.d, op.scale);
             let (rl, cl): (Vec<T>, Vec<T>) = (
-                self.row_lse.iter().map(|&v| T::from_f64(v)).collect(),
-                self.col_lse.iter().map(|&v| T::from_f64(v)).collect(),
+                row_lse.iter().map(|&v| T::from_f64(v)).collect(),
+                col_lse.iter().map(|&v| T::from_f64(v)).collect(),
             );
             // dL/dz_ij = c (softmax_row_i(j) + softmax_col_j(i) - 2 δij), c = g / 2B.
             let c = T::from_f64(g.to_scalar()? / (2.0 * b as f64));
@@ -277,6 +325,17 @@ impl Tensor {
     ) -> Result<Tensor> {
         let dtype = check(self, txt, logit_scale, block_rows)?;
         let block_rows = block_rows.min(self.shape()[0]);
+        #[cfg(feature = "cuda")]
+        if let Some(cx) = crate::ops::cuda::OnCuda::of(&[self, txt, logit_scale])? {
+            if crate::ops::cuda::loss::info_nce_applies(self, txt, logit_scale) {
+                let (storage, row, col) =
+                    crate::ops::cuda::loss::info_nce_forward(&cx, self, txt, logit_scale)?;
+                return op_output(storage, &[], &[self, txt, logit_scale], || InfoNceBack {
+                    lse: Lse::Device { row, col },
+                    block_rows,
+                });
+            }
+        }
         let inputs = [self.clone(), txt.clone(), logit_scale.clone()];
         let (storage, row_lse, col_lse) = crate::with_real!(dtype, T => {
             let op = Operands::<T>::new(&inputs)?;
@@ -285,8 +344,10 @@ impl Tensor {
             (cpu::storage_from(vec![T::from_f64(loss)], dtype), f(rl), f(cl))
         });
         op_output(storage, &[], &[self, txt, logit_scale], || InfoNceBack {
-            row_lse,
-            col_lse,
+            lse: Lse::Host {
+                row: row_lse,
+                col: col_lse,
+            },
             block_rows,
         })
     }

@@ -24,6 +24,20 @@ impl Backward for MseBack {
         out: &Tensor,
     ) -> Result<Vec<Option<Tensor>>> {
         let (a, b) = (&inputs[0], &inputs[1]);
+        #[cfg(feature = "cuda")]
+        if let Some(cx) = crate::ops::cuda::OnCuda::of(&[g, a, b])? {
+            if crate::ops::cuda::loss::mse_applies(a, b) {
+                return crate::ops::cuda::loss::mse_backward(
+                    &cx,
+                    a,
+                    b,
+                    g,
+                    self.reduction,
+                    self.count,
+                    needs,
+                );
+            }
+        }
         crate::with_real!(out.dtype(), T => {
             let up = Upstream::<T>::new(g, self.reduction, self.count);
             let (av, bv) = (a.to_vec::<T>(), b.to_vec::<T>());
@@ -57,6 +71,21 @@ impl Tensor {
             );
         }
         let count = self.numel() as f64;
+        #[cfg(feature = "cuda")]
+        if let Some(cx) = crate::ops::cuda::OnCuda::of(&[self, target])? {
+            if crate::ops::cuda::loss::mse_applies(self, target) {
+                let storage = crate::ops::cuda::loss::mse_forward(&cx, self, target, reduction)?;
+                let shape: &[usize] = if reduction == Reduction::None {
+                    self.shape()
+                } else {
+                    &[]
+                };
+                return op_output(storage, shape, &[self, target], || MseBack {
+                    reduction,
+                    count,
+                });
+            }
+        }
         let (storage, shape) = crate::with_real!(dtype, T => {
             let (av, bv) = (self.to_vec::<T>(), target.to_vec::<T>());
             let losses = cpu::par_fill(av.len(), |i| (av[i] - bv[i]) * (av[i] - bv[i]));

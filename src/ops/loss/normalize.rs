@@ -46,6 +46,14 @@ impl Backward for L2NormalizeBack {
     ) -> Result<Vec<Option<Tensor>>> {
         let x = &inputs[0];
         let dims = split(x.shape(), self.dim);
+        #[cfg(feature = "cuda")]
+        if let Some(cx) = crate::ops::cuda::OnCuda::of(&[g, x])? {
+            if crate::ops::cuda::loss::l2_normalize_applies(x.dtype(), dims) {
+                let dx =
+                    crate::ops::cuda::loss::l2_normalize_backward(&cx, x, out, g, dims, self.eps)?;
+                return Ok(vec![Some(dx)]);
+            }
+        }
         let (_, n, inner) = dims;
         let dx = crate::with_real!(x.dtype(), T => {
             let (xv, yv, gv) = (x.to_vec::<T>(), out.to_vec::<T>(), g.to_vec::<T>());
@@ -82,6 +90,16 @@ impl Tensor {
         }
         let dim = resolve_dim(dim, self.rank())?;
         let dims = split(self.shape(), dim);
+        #[cfg(feature = "cuda")]
+        if let Some(cx) = crate::ops::cuda::OnCuda::of(&[self])? {
+            if crate::ops::cuda::loss::l2_normalize_applies(self.dtype(), dims) {
+                let storage = crate::ops::cuda::loss::l2_normalize(&cx, self, dims, eps)?;
+                return op_output(storage, self.shape(), &[self], || L2NormalizeBack {
+                    dim,
+                    eps,
+                });
+            }
+        }
         let (_, n, inner) = dims;
         let storage = crate::with_real!(self.dtype(), T => {
             let xv = self.to_vec::<T>();
