@@ -1,6 +1,7 @@
 //! AdamW exactly as `torch.optim.AdamW` (decoupled weight decay, bias correction),
 //! with fp32 moments, an fp32 master copy for bf16/f16 parameters, parameter
-//! groups with and without weight decay, and a checkpointable state.
+//! groups with and without weight decay, and a checkpointable state. Parameters on a
+//! GPU (feature `cuda`) keep their state there and are stepped there (adamw/device.rs).
 
 use super::LossScaler;
 use crate::bail;
@@ -10,6 +11,8 @@ use half::{bf16, f16};
 use rayon::prelude::*;
 use std::sync::{Arc, Weak};
 
+#[cfg(feature = "cuda")]
+mod device;
 mod state;
 
 /// Hyper-parameters, with PyTorch's defaults.
@@ -71,12 +74,22 @@ impl Buf {
 
 struct ParamState {
     step: u64,
-    exp_avg: Buf,
-    exp_avg_sq: Buf,
-    /// fp32 master weights of a half-precision parameter.
-    master: Option<Vec<f32>>,
+    bufs: Bufs,
     /// The storage last written from the master, to notice outside changes.
     written: Weak<Storage>,
+}
+
+/// Where a parameter's moments (and fp32 master) live.
+enum Bufs {
+    Host {
+        exp_avg: Buf,
+        exp_avg_sq: Buf,
+        /// fp32 master weights of a half-precision parameter.
+        master: Option<Vec<f32>>,
+    },
+    /// On the parameter's GPU, updated in place by the kernels (feature `cuda`).
+    #[cfg(feature = "cuda")]
+    Cuda(Box<device::DevBufs>),
 }
 
 impl ParamState {
@@ -84,11 +97,22 @@ impl ParamState {
         let n = p.numel();
         ParamState {
             step: 0,
-            exp_avg: Buf::zeros(p.dtype(), n),
-            exp_avg_sq: Buf::zeros(p.dtype(), n),
-            master: p.dtype().is_half().then(|| p.to_vec::<f32>()),
+            bufs: Bufs::Host {
+                exp_avg: Buf::zeros(p.dtype(), n),
+                exp_avg_sq: Buf::zeros(p.dtype(), n),
+                master: p.dtype().is_half().then(|| p.to_vec::<f32>()),
+            },
             written: Weak::new(),
         }
+    }
+
+    /// Moves device state back to the host (a parameter updated on the CPU).
+    fn move_to_host(&mut self) -> Result<()> {
+        #[cfg(feature = "cuda")]
+        if let Bufs::Cuda(d) = &self.bufs {
+            self.bufs = d.download()?;
+        }
+        Ok(())
     }
 }
 
@@ -238,12 +262,17 @@ impl AdamW {
         self.params()
             .into_iter()
             .zip(&self.state)
-            .map(
-                |(p, st)| match st.as_ref().and_then(|s| s.master.as_ref()) {
-                    Some(m) => Tensor::from_vec(m.clone(), p.shape()),
+            .map(|(p, st)| match st.as_ref().map(|s| &s.bufs) {
+                Some(Bufs::Host {
+                    master: Some(m), ..
+                }) => Tensor::from_vec(m.clone(), p.shape()),
+                #[cfg(feature = "cuda")]
+                Some(Bufs::Cuda(d)) => match d.master_tensor(p.shape())? {
+                    Some(m) => Ok(m),
                     None => Ok(p),
                 },
-            )
+                _ => Ok(p),
+            })
             .collect()
     }
 
@@ -255,7 +284,9 @@ impl AdamW {
         }
     }
 
-    /// One AdamW step from the parameters' current gradients.
+    /// One AdamW step from the parameters' current gradients. A parameter on a GPU
+    /// (f32, bf16, f16) is updated there without host sync: its new values go into
+    /// fresh device memory installed with `Tensor::replace_storage`.
     pub fn step(&mut self) -> Result<()> {
         let (lr, (beta1, beta2), eps) = (self.config.lr, self.config.betas, self.config.eps);
         let mut index = 0;
@@ -274,7 +305,22 @@ impl AdamW {
                         grad.shape()
                     );
                 }
+                #[cfg(feature = "cuda")]
+                if let Some(cx) = crate::ops::cuda::optim::param_device(p)? {
+                    let scalars = crate::backend::cuda::adamw::AdamwScalars {
+                        lr,
+                        beta1,
+                        beta2,
+                        eps,
+                        weight_decay: group.weight_decay,
+                    };
+                    device::step_param(&cx, p, &grad, &mut self.state[i], &scalars).with_context(
+                        || format!("AdamW step of parameter {i} on {}", p.device()),
+                    )?;
+                    continue;
+                }
                 let st = self.state[i].get_or_insert_with(|| ParamState::new(p));
+                st.move_to_host()?;
                 st.step += 1;
                 let step = st.step as f64;
                 let h = Hyper {
@@ -312,7 +358,16 @@ impl AdamW {
 
 /// Update one parameter (through its fp32 master for half dtypes).
 fn step_param(p: &Tensor, grad: &Tensor, st: &mut ParamState, h: &Hyper) -> Result<()> {
-    match (&mut st.exp_avg, &mut st.exp_avg_sq, &mut st.master) {
+    #[cfg_attr(not(feature = "cuda"), allow(irrefutable_let_patterns))]
+    let Bufs::Host {
+        exp_avg,
+        exp_avg_sq,
+        master,
+    } = &mut st.bufs
+    else {
+        bail!("AdamW: internal: host step with device state");
+    };
+    match (exp_avg, exp_avg_sq, master) {
         (Buf::F32(m), Buf::F32(v), Some(master)) => {
             let current = p.storage();
             if !std::ptr::eq(Weak::as_ptr(&st.written), Arc::as_ptr(&current)) {

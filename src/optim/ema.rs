@@ -1,5 +1,6 @@
 //! Exponential moving average of parameters, as diffusers' `EMAModel`
-//! (`decay`, `min_decay`, `update_after_step`, optional warm-up), kept in f32.
+//! (`decay`, `min_decay`, `update_after_step`, optional warm-up), kept in f32 — on
+//! the host, or (feature `cuda`) on the GPU of a parameter that lives there.
 
 use crate::error::Result;
 use crate::tensor::Tensor;
@@ -29,20 +30,80 @@ impl Default for EmaConfig {
     }
 }
 
+/// One parameter's f32 shadow.
+enum Shadow {
+    Host(Vec<f32>),
+    /// On the parameter's GPU (private, replaced by each update).
+    #[cfg(feature = "cuda")]
+    Cuda(crate::ops::cuda::optim::StateBuf),
+}
+
+impl Shadow {
+    /// The shadow of `p`'s current values, where `p` lives.
+    fn of(p: &Tensor) -> Result<Shadow> {
+        #[cfg(feature = "cuda")]
+        if let Some(cx) = crate::ops::cuda::optim::param_device(p)? {
+            return Ok(Shadow::Cuda(crate::ops::cuda::optim::StateBuf::f32_of(
+                &cx, p,
+            )?));
+        }
+        Ok(Shadow::Host(p.to_vec_f32()))
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Shadow::Host(v) => v.len(),
+            #[cfg(feature = "cuda")]
+            Shadow::Cuda(b) => b.len(),
+        }
+    }
+
+    /// The values on the host (read back from a GPU: a sync).
+    fn host(&self) -> Result<Vec<f32>> {
+        match self {
+            Shadow::Host(v) => Ok(v.clone()),
+            #[cfg(feature = "cuda")]
+            Shadow::Cuda(b) => b.download(),
+        }
+    }
+
+    /// Values of the same location as `self` (uploaded when the shadow is on a GPU).
+    fn replaced_by(&self, values: Vec<f32>) -> Result<Shadow> {
+        match self {
+            Shadow::Host(_) => Ok(Shadow::Host(values)),
+            #[cfg(feature = "cuda")]
+            Shadow::Cuda(b) => {
+                let cx = crate::ops::cuda::OnCuda {
+                    gpu: crate::cuda::gpu(b.ordinal())?,
+                    ordinal: b.ordinal(),
+                };
+                let host = crate::tensor::CpuStorage::F32(values);
+                Ok(Shadow::Cuda(crate::ops::cuda::optim::StateBuf::upload(
+                    &cx, &host,
+                )?))
+            }
+        }
+    }
+}
+
 /// Shadow copies of a parameter list (same order every call).
 pub struct Ema {
     config: EmaConfig,
-    shadow: Vec<Vec<f32>>,
+    shadow: Vec<Shadow>,
     shapes: Vec<Vec<usize>>,
     optimization_step: u64,
 }
 
 impl Ema {
-    /// Starts the shadow at the parameters' current values.
+    /// Starts the shadow at the parameters' current values (copied on the GPU for
+    /// parameters there).
     pub fn new(params: &[Tensor], config: EmaConfig) -> Ema {
         Ema {
             config,
-            shadow: params.iter().map(|p| p.to_vec_f32()).collect(),
+            shadow: params
+                .iter()
+                .map(|p| Shadow::of(p).unwrap_or_else(|_| Shadow::Host(p.to_vec_f32())))
+                .collect(),
             shapes: params.iter().map(|p| p.shape().to_vec()).collect(),
             optimization_step: 0,
         }
@@ -65,7 +126,8 @@ impl Ema {
     }
 
     /// One update after an optimizer step: shadow -= (1 - decay)·(shadow - param)
-    /// for trainable parameters; frozen ones are copied.
+    /// for trainable parameters; frozen ones are copied. A parameter on a GPU is
+    /// averaged there (same f32 operations, no host sync).
     pub fn update(&mut self, params: &[Tensor]) -> Result<()> {
         ensure!(
             params.len() == self.shadow.len(),
@@ -76,14 +138,46 @@ impl Ema {
         self.optimization_step += 1;
         let one_minus = (1.0 - self.decay_at(self.optimization_step)) as f32;
         for (s, p) in self.shadow.iter_mut().zip(params) {
-            let v = p.to_vec_f32();
-            if v.len() != s.len() {
+            if p.numel() != s.len() {
                 bail!(
                     "EMA: parameter of {} values, shadow of {}",
-                    v.len(),
+                    p.numel(),
                     s.len()
                 );
             }
+            #[cfg(feature = "cuda")]
+            if let Some(cx) = crate::ops::cuda::optim::param_device(p)? {
+                use crate::ops::cuda::optim::{ema_update, StateBuf};
+                let here = match &*s {
+                    Shadow::Cuda(b) if b.ordinal() == cx.ordinal => None,
+                    other => Some(StateBuf::upload(
+                        &cx,
+                        &crate::tensor::CpuStorage::F32(other.host()?),
+                    )?),
+                };
+                if let Some(b) = here {
+                    *s = Shadow::Cuda(b);
+                }
+                let Shadow::Cuda(b) = &*s else {
+                    bail!("EMA: internal: shadow not on the device");
+                };
+                let next = if p.requires_grad() {
+                    ema_update(&cx, b, p, one_minus)?
+                } else {
+                    StateBuf::f32_of(&cx, p)?
+                };
+                *s = Shadow::Cuda(next);
+                continue;
+            }
+            let v = p.to_vec_f32();
+            if !matches!(s, Shadow::Host(_)) {
+                *s = Shadow::Host(s.host()?);
+            }
+            #[cfg_attr(not(feature = "cuda"), allow(irrefutable_let_patterns))]
+            let Shadow::Host(s) = s
+            else {
+                bail!("EMA: internal: shadow not on the host");
+            };
             if p.requires_grad() {
                 s.iter_mut()
                     .zip(&v)
@@ -95,12 +189,17 @@ impl Ema {
         Ok(())
     }
 
-    /// The averaged parameters, as f32 tensors in parameter order.
+    /// The averaged parameters, as f32 tensors in parameter order (a shadow on a GPU
+    /// as a fresh tensor on that GPU).
     pub fn shadow(&self) -> Result<Vec<Tensor>> {
         self.shadow
             .iter()
             .zip(&self.shapes)
-            .map(|(v, s)| Tensor::from_vec(v.clone(), s))
+            .map(|(v, s)| match v {
+                Shadow::Host(v) => Tensor::from_vec(v.clone(), s),
+                #[cfg(feature = "cuda")]
+                Shadow::Cuda(b) => b.to_tensor(s),
+            })
             .collect()
     }
 
@@ -108,14 +207,13 @@ impl Ema {
         self.optimization_step
     }
 
-    /// `ema.{i}` tensors and the step counter, for checkpoints.
+    /// `ema.{i}` tensors (on the host: GPU shadows are read back) and the step
+    /// counter, for checkpoints.
     pub fn state_dict(&self) -> Result<Vec<(String, Tensor)>> {
-        let mut out: Vec<(String, Tensor)> = self
-            .shadow()?
-            .into_iter()
-            .enumerate()
-            .map(|(i, t)| (format!("ema.{i}"), t))
-            .collect();
+        let mut out = Vec::with_capacity(self.shadow.len() + 1);
+        for (i, (v, s)) in self.shadow.iter().zip(&self.shapes).enumerate() {
+            out.push((format!("ema.{i}"), Tensor::from_vec(v.host()?, s)?));
+        }
         out.push((
             "ema.step".into(),
             Tensor::from_i64(vec![self.optimization_step as i64], &[1])?,
@@ -123,7 +221,8 @@ impl Ema {
         Ok(out)
     }
 
-    /// Restores what `state_dict` wrote (shapes must match).
+    /// Restores what `state_dict` wrote (shapes must match); a shadow on a GPU gets
+    /// the values uploaded there.
     pub fn load_state_dict(&mut self, entries: &[(String, Tensor)]) -> Result<()> {
         let find = |n: &str| entries.iter().find(|(k, _)| k == n).map(|(_, t)| t);
         for i in 0..self.shadow.len() {
@@ -136,7 +235,7 @@ impl Ema {
                 t.shape(),
                 self.shapes[i]
             );
-            self.shadow[i] = t.to_vec_f32();
+            self.shadow[i] = self.shadow[i].replaced_by(t.to_vec_f32())?;
         }
         let Some(step) = find("ema.step") else {
             bail!("EMA state: missing ema.step")

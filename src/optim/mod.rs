@@ -9,7 +9,7 @@ mod loss_scale;
 mod schedule;
 
 pub use adamw::{AdamW, AdamWConfig, ParamGroup};
-pub use clip::clip_grad_norm;
+pub use clip::{clip_grad_norm, clip_grad_norm_tensor};
 pub use ema::{Ema, EmaConfig};
 pub use loss_scale::{LossScaler, LossScalerConfig};
 pub use schedule::WarmupCosine;

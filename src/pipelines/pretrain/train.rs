@@ -18,7 +18,7 @@ use crate::data::transforms::{CropMode, TransformConfig};
 use crate::error::{Error, Result};
 use crate::models::Weights;
 use crate::nn::prefixed;
-use crate::optim::{clip_grad_norm, AdamW, AdamWConfig, WarmupCosine};
+use crate::optim::{clip_grad_norm_tensor, AdamW, AdamWConfig, WarmupCosine};
 use crate::pipelines::checkpoint::{self, CheckpointParts};
 use crate::pipelines::run_log::{create_out, progress, MetricsLog};
 use crate::tensor::{DType, Device, Tensor};
@@ -432,7 +432,8 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<PretrainSummary> {
             loss.scale(1.0 / accum as f64)?.backward()?;
         }
         if opts.max_grad_norm > 0.0 {
-            clip_grad_norm(&params, opts.max_grad_norm)?;
+            // The norm stays on the device (no read-back inside the step).
+            clip_grad_norm_tensor(&params, opts.max_grad_norm)?;
         }
         let lr = schedule.lr_at(step);
         opt.set_lr(lr);

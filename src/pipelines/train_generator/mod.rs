@@ -14,7 +14,7 @@ use super::stable_diffusion::StableDiffusion;
 use super::work::image_seed;
 use crate::error::{Error, Result};
 use crate::nn::prefixed;
-use crate::optim::{clip_grad_norm, AdamW, AdamWConfig, Ema, EmaConfig, WarmupCosine};
+use crate::optim::{clip_grad_norm_tensor, AdamW, AdamWConfig, Ema, EmaConfig, WarmupCosine};
 use crate::schedulers::NoiseSchedule;
 use crate::tensor::{DType, Device, Philox, Tensor};
 use crate::{bail, ensure};
@@ -194,15 +194,18 @@ pub fn train_generator(opts: &TrainGeneratorOptions) -> Result<TrainSummary> {
             )?;
             let loss =
                 weighted_diffusion_loss(&pipe, &schedule, &pixels, &ids, &draws, opts.snr_gamma)?;
+            // Backward is queued before the loss is read back, so that on a GPU the read waits
+            // for work already queued instead of leaving the device idle meanwhile.
+            loss.scale(1.0 / opts.grad_accum as f64)?.backward()?;
             let value = loss.to_scalar()?;
             if !value.is_finite() {
                 bail!("the loss is {value} at step {step} (micro-batch {micro}); lower --lr, or use --dtype f32");
             }
             step_loss += value / opts.grad_accum as f64;
-            loss.scale(1.0 / opts.grad_accum as f64)?.backward()?;
         }
         if opts.max_grad_norm > 0.0 {
-            clip_grad_norm(&params, opts.max_grad_norm)?;
+            // The norm stays on the device (no read-back inside the step).
+            clip_grad_norm_tensor(&params, opts.max_grad_norm)?;
         }
         let lr = lr_at(step);
         opt.set_lr(lr);
