@@ -76,7 +76,10 @@ mod tests {
         assert_eq!(resolve_device("auto").unwrap(), Device::Cpu);
         for flag in ["cuda", "cuda:1"] {
             let e = resolve_device(flag).unwrap_err().to_string();
-            assert!(e.contains("no CUDA backend") && e.contains("--features cuda"), "{e}");
+            assert!(
+                e.contains("no CUDA backend") && e.contains("--features cuda"),
+                "{e}"
+            );
         }
         let t = crate::Tensor::ones(&[2], DType::F32).unwrap();
         let e = t.to_device(Device::Cuda(0)).unwrap_err().to_string();

@@ -27,7 +27,10 @@ pub fn gpu(ordinal: usize) -> Result<Arc<Gpu>> {
             "cuda:{ordinal}: {}; run `medsyn doctor`",
             match count {
                 0 => "no usable CUDA GPU or driver on this machine".to_string(),
-                n => format!("this machine has {n} CUDA device(s) (cuda:0..cuda:{})", n - 1),
+                n => format!(
+                    "this machine has {n} CUDA device(s) (cuda:0..cuda:{})",
+                    n - 1
+                ),
             }
         )));
     }

@@ -85,7 +85,13 @@ impl Backward for ToDeviceBack {
     fn name(&self) -> &'static str {
         "to_device"
     }
-    fn backward(&self, g: &Tensor, _: &[Tensor], _: &[bool], _: &Tensor) -> Result<Vec<Option<Tensor>>> {
+    fn backward(
+        &self,
+        g: &Tensor,
+        _: &[Tensor],
+        _: &[bool],
+        _: &Tensor,
+    ) -> Result<Vec<Option<Tensor>>> {
         Ok(vec![Some(g.to_device(self.0)?)])
     }
 }

@@ -6,9 +6,9 @@ pub mod binary;
 pub mod cast;
 pub mod concat;
 pub mod conv;
+mod conv_weight_cache;
 #[cfg(feature = "cuda")]
 pub mod cuda;
-mod conv_weight_cache;
 pub mod device;
 pub mod embedding;
 pub mod loss;

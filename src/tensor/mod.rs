@@ -11,6 +11,8 @@ mod random;
 mod real;
 mod storage;
 
+#[cfg(feature = "cuda")]
+pub use cuda_storage::CudaStorage;
 pub use device::Device;
 pub use dtype::DType;
 pub use layout::{broadcast_shapes, contiguous_strides, resolve_dim, scatter_into, Layout};
@@ -18,8 +20,6 @@ pub use num_traits;
 pub use random::Philox;
 pub use real::Real;
 pub use storage::{CpuSlice, CpuStorage, MappedBytes, Storage};
-#[cfg(feature = "cuda")]
-pub use cuda_storage::CudaStorage;
 
 use crate::autograd::Node;
 use crate::bail;
@@ -115,12 +115,7 @@ impl Tensor {
 
     /// A tensor sharing this one's storage with a different layout (a view).
     pub(crate) fn view_with(&self, layout: Layout, node: Option<Node>) -> Tensor {
-        Tensor::from_parts(
-            self.0.storage.clone(),
-            layout,
-            self.0.dtype,
-            node,
-        )
+        Tensor::from_parts(self.0.storage.clone(), layout, self.0.dtype, node)
     }
 
     pub fn id(&self) -> TensorId {

@@ -61,7 +61,11 @@ fn device_flags_without_a_gpu_are_errors_not_panics() {
     let e = t.to_device(CUDA0).unwrap_err().to_string();
     assert!(e.contains("cuda:0"), "{e}");
     assert!(t.move_to(CUDA0).is_err());
-    assert_eq!(t.device(), Device::Cpu, "a failed move leaves the tensor where it was");
+    assert_eq!(
+        t.device(),
+        Device::Cpu,
+        "a failed move leaves the tensor where it was"
+    );
 }
 
 #[test]
@@ -121,7 +125,10 @@ impl AffineOrSelf for Tensor {
     fn affine_or_self(self) -> Tensor {
         let dt = self.dtype();
         let v: Vec<f64> = self.to_vec_f64().iter().map(|x| 250.0 - x).collect();
-        Tensor::from_vec(v, self.shape()).unwrap().to_dtype(dt).unwrap()
+        Tensor::from_vec(v, self.shape())
+            .unwrap()
+            .to_dtype(dt)
+            .unwrap()
     }
 }
 
@@ -149,8 +156,17 @@ fn host_fallback_outputs_and_gradients_live_on_the_device() {
         assert!((g - w).abs() <= 1e-12 * (1.0 + w.abs()), "{g} vs {w}");
     }
     // A CPU leaf moved to the device gets its gradient back on the CPU.
-    let c = Tensor::ones(&[4], DType::F32).unwrap().into_param().unwrap();
-    let out = c.to_device(CUDA0).unwrap().scale(3.0).unwrap().sum_all().unwrap();
+    let c = Tensor::ones(&[4], DType::F32)
+        .unwrap()
+        .into_param()
+        .unwrap();
+    let out = c
+        .to_device(CUDA0)
+        .unwrap()
+        .scale(3.0)
+        .unwrap()
+        .sum_all()
+        .unwrap();
     out.backward().unwrap();
     let g = c.grad().unwrap();
     assert_eq!(g.device(), Device::Cpu);
@@ -166,11 +182,17 @@ fn move_to_moves_parameters_and_their_views() {
     w.move_to(CUDA0).unwrap();
     assert_eq!(w.device(), CUDA0);
     assert_eq!(view.device(), CUDA0, "views share the moved storage");
-    assert_eq!(view.to_vec_f64(), ramp(&[6, 4], DType::F32).t().unwrap().to_vec_f64());
+    assert_eq!(
+        view.to_vec_f64(),
+        ramp(&[6, 4], DType::F32).t().unwrap().to_vec_f64()
+    );
     assert!(w.requires_grad());
     w.move_to(Device::Cpu).unwrap();
     assert_eq!(w.device(), Device::Cpu);
-    assert!(view.narrow(0, 1, 2).unwrap().move_to(CUDA0).is_err(), "a view cannot move alone");
+    assert!(
+        view.narrow(0, 1, 2).unwrap().move_to(CUDA0).is_err(),
+        "a view cannot move alone"
+    );
 }
 
 /// The tiny diffusers folder: in the source tree, or (carried binaries on a GPU machine) under
@@ -188,7 +210,10 @@ fn generate_on(device: Device, dir: &Path) -> (Tensor, Tensor) {
     let path = dir.join(format!("{device}.safetensors").replace(':', "_"));
     let opts = GenerateOptions {
         model: sd_folder(),
-        prompts: PromptSource::List(vec!["a small left pleural effusion".into(), "normal".into()]),
+        prompts: PromptSource::List(vec![
+            "a small left pleural effusion".into(),
+            "normal".into(),
+        ]),
         negatives: vec![],
         steps: 4,
         guidance: 7.5,

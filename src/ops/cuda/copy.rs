@@ -45,7 +45,13 @@ pub fn cat(cx: &OnCuda, tensors: &[&Tensor], shape: &[usize], dim: usize) -> Res
     for t in tensors {
         let len = t.shape()[dim];
         let (src, src_layout) = source(cx, t)?;
-        strided_copy(&cx.gpu, src.ptr, &src_layout, dst, &full.narrow(dim, start, len)?)?;
+        strided_copy(
+            &cx.gpu,
+            src.ptr,
+            &src_layout,
+            dst,
+            &full.narrow(dim, start, len)?,
+        )?;
         start += len;
     }
     Ok(out)

@@ -66,7 +66,9 @@ impl OnCuda {
     pub fn view(&self, t: &Tensor) -> Result<DevIn> {
         let storage = t.storage();
         let ptr = match &*storage {
-            Storage::Cuda(s) if s.ordinal() == self.ordinal => s.ptr().offset(t.layout().offset())?,
+            Storage::Cuda(s) if s.ordinal() == self.ordinal => {
+                s.ptr().offset(t.layout().offset())?
+            }
             _ => {
                 return Err(Error::msg(format!(
                     "internal: a {} tensor where cuda:{} was expected",
@@ -103,7 +105,12 @@ impl OnCuda {
                     self.gpu.stream().cu_stream(),
                 )
             }
-            .map_err(|e| Error::msg(format!("cuda:{}: zero-filling {bytes} bytes: {e}", self.ordinal)))?;
+            .map_err(|e| {
+                Error::msg(format!(
+                    "cuda:{}: zero-filling {bytes} bytes: {e}",
+                    self.ordinal
+                ))
+            })?;
         }
         Ok((s, ptr))
     }
