@@ -183,3 +183,8 @@ fn conv() {
 fn copy() {
     emulate("test_copy", Some("copy"), BOTH);
 }
+
+#[test]
+fn conv_backward() {
+    emulate("test_conv_backward", Some("conv_backward"), BOTH);
+}

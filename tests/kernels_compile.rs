@@ -1,6 +1,6 @@
 //! The CUDA compile gate (feature `cuda`): every kernels/*.cu compiled for sm_80 and sm_90a, every
-//! entry point in the table, no spills in the attention/InfoNCE/GroupNorm/conv kernels, and
-//! `medsyn kernels` / `medsyn doctor` running cleanly (here without a GPU).
+//! entry point in the table, no spills in the attention/InfoNCE/GroupNorm/conv (forward and
+//! backward) kernels, and `medsyn kernels` / `medsyn doctor` running cleanly (here without a GPU).
 #![cfg(feature = "cuda")]
 
 use medsyn::cuda::registry::{self, choose_image, Arch, ImageKind, LoadImage};
@@ -273,13 +273,16 @@ fn ptxas_reports_are_plausible() {
 
 #[test]
 fn fused_kernels_do_not_spill() {
-    const GATED: [&str; 6] = [
+    // conv: the forward kernels; im2col/col2im: conv2d's backward (kernels/conv_backward.cu).
+    const GATED: [&str; 8] = [
         "attention",
         "flash",
         "infonce",
         "info_nce",
         "group_norm",
         "conv",
+        "im2col",
+        "col2im",
     ];
     let spills: Vec<String> = registry::kernels()
         .iter()

@@ -44,6 +44,27 @@ impl Backward for Conv2dBack {
         let (x, w) = (&inputs[0], &inputs[1]);
         let dtype = x.dtype();
         let mut grads = vec![None; inputs.len()];
+        #[cfg(feature = "cuda")]
+        {
+            let mut all = vec![g];
+            all.extend(inputs.iter());
+            if let Some(cx) = crate::ops::cuda::OnCuda::of(&all)? {
+                if crate::ops::cuda::conv::conv_dtype(dtype) && g.dtype() == dtype {
+                    if needs[0] || needs[1] {
+                        let (dx, dw) = crate::ops::cuda::conv::backward(
+                            &cx, geom, x, w, g, needs[0], needs[1],
+                        )?;
+                        grads[0] = dx;
+                        grads[1] = dw;
+                    }
+                    if needs.len() > 2 && needs[2] {
+                        // conv2d_bias_grad: dY summed over batch and pixels per channel.
+                        grads[2] = Some(g.sum_dims(&[0, 2, 3], false)?);
+                    }
+                    return Ok(grads);
+                }
+            }
+        }
         crate::with_real!(dtype, T => {
             let gs = g.storage();
             let dy = gs.cpu().values::<T>(g.layout());
@@ -65,8 +86,8 @@ impl Backward for Conv2dBack {
                 grads[2] = Some(Tensor::from_values(db, inputs[2].shape(), dtype)?);
             }
         });
-        // No device kernel for the backward: computed on the host (above), the gradients go
-        // back to their inputs' device so that the rest of the backward stays there.
+        // A dtype without device kernels (f64) on a GPU: computed on the host (above), the
+        // gradients go back to their inputs' device so that the rest of the backward stays there.
         if g.device() != crate::tensor::Device::Cpu {
             for (gr, x) in grads.iter_mut().zip(inputs) {
                 if let Some(t) = gr.take() {

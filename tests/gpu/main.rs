@@ -9,6 +9,7 @@ mod allocator;
 mod attention;
 mod batch_norm;
 mod conv;
+mod conv_backward;
 mod copy;
 mod elementwise;
 mod embedding;

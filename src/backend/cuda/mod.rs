@@ -8,6 +8,7 @@ pub mod attention;
 pub mod batch_norm;
 pub mod check;
 pub mod conv;
+pub mod conv_backward;
 pub mod copy;
 pub mod elementwise;
 pub mod embedding;

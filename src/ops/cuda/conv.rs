@@ -1,5 +1,6 @@
 //! Device paths of conv2d's forward (backend::cuda::conv: NHWC fast path or the general
-//! implicit GEMM) and of pad2d and its adjoint (zero fill + strided copy).
+//! implicit GEMM) and backward (backend::cuda::conv_backward: im2col/col2im + cuBLAS), and of
+//! pad2d and its adjoint (zero fill + strided copy).
 
 use super::{DevIn, OnCuda};
 use crate::backend::cpu::conv::Conv2dGeom;
@@ -101,4 +102,43 @@ pub fn crop2d(
         &Layout::contiguous(x_shape),
     )?;
     super::tensor(out, x_shape)
+}
+
+/// conv2d's gradients on the device from dy [N, O, OH, OW] (any layout; made contiguous): dx
+/// [N, C, H, W] when `need_dx` (reads w), dw [O, C/groups, KH, KW] when `need_dw` (reads x);
+/// nothing is read or computed for a gradient not wanted. f32/bf16/f16
+/// (backend::cuda::conv_backward::conv2d_backward: im2col/col2im + cuBLAS).
+pub fn backward(
+    cx: &OnCuda,
+    geom: &Conv2dGeom,
+    x: &Tensor,
+    w: &Tensor,
+    dy: &Tensor,
+    need_dx: bool,
+    need_dw: bool,
+) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    let dtype = dy.dtype();
+    let dyi = cx.input(dy)?;
+    let xi = need_dw.then(|| cx.input(x)).transpose()?;
+    let wi = need_dx.then(|| cx.input(w)).transpose()?;
+    let dx = need_dx
+        .then(|| cx.output(geom.n * geom.c * geom.h * geom.w, dtype))
+        .transpose()?;
+    let dw = need_dw
+        .then(|| cx.output(geom.weight_len(), dtype))
+        .transpose()?;
+    let ptr = |d: Option<&DevIn>| d.map_or(Ptr::null(dtype), |d| d.ptr);
+    let out_ptr = |o: &Option<(Storage, Ptr)>| o.as_ref().map_or(Ptr::null(dtype), |o| o.1);
+    crate::backend::cuda::conv_backward::conv2d_backward(
+        &cx.gpu,
+        geom,
+        ptr(xi.as_ref()),
+        ptr(wi.as_ref()),
+        dyi.ptr,
+        out_ptr(&dx),
+        out_ptr(&dw),
+    )?;
+    let dx = dx.map(|(s, _)| super::tensor(s, x.shape())).transpose()?;
+    let dw = dw.map(|(s, _)| super::tensor(s, w.shape())).transpose()?;
+    Ok((dx, dw))
 }
