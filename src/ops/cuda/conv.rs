@@ -2,6 +2,7 @@
 //! implicit GEMM) and backward (backend::cuda::conv_backward: im2col/col2im + cuBLAS), and of
 //! pad2d and its adjoint (zero fill + strided copy).
 
+use super::copy::source;
 use super::{DevIn, OnCuda};
 use crate::backend::cpu::conv::Conv2dGeom;
 use crate::backend::cuda::conv::conv2d_forward;
@@ -32,18 +33,6 @@ pub fn conv2d(
     let (out, y) = cx.output(geom.n * geom.o * geom.p(), dtype)?;
     conv2d_forward(&cx.gpu, geom, xi.ptr, wi.ptr, bptr, y)?;
     Ok(out)
-}
-
-/// `t` on the device as it is, with its layout relative to the returned pointer.
-fn source(cx: &OnCuda, t: &Tensor) -> Result<(DevIn, Layout)> {
-    let d = if t.device() == cx.device() {
-        cx.view(t)?
-    } else {
-        cx.input(t)?
-    };
-    let l = d.tensor.layout();
-    let layout = Layout::new(l.shape().to_vec(), l.strides().to_vec(), 0);
-    Ok((d, layout))
 }
 
 /// The window of the padded shape `shape` (rank r) that holds the unpadded [.., h, w].

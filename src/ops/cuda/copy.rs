@@ -7,9 +7,9 @@ use crate::backend::cuda::copy::strided_copy;
 use crate::error::Result;
 use crate::tensor::{Layout, Storage, Tensor};
 
-/// `t` on the device as it is (uploaded first when it lives elsewhere), with the address of its
-/// storage's start and its layout relative to that start.
-fn source(cx: &OnCuda, t: &Tensor) -> Result<(DevIn, Layout)> {
+/// `t` on the device as it is (uploaded first when it lives elsewhere): the address of its first
+/// element and its layout re-based there (offset 0), for the strided copies.
+pub fn source(cx: &OnCuda, t: &Tensor) -> Result<(DevIn, Layout)> {
     let d = if t.device() == cx.device() {
         cx.view(t)?
     } else {
