@@ -60,7 +60,9 @@ impl Tensor {
                 self.shape()
             );
         }
-        let seed = Tensor::ones(self.shape(), self.dtype())?;
+        // Seeded where the loss lives: a CPU seed for a device loss would send the first
+        // backward rules down their host paths (reading device tensors back).
+        let seed = Tensor::ones(self.shape(), self.dtype())?.to_device(self.device())?;
         self.backward_with(&seed)
     }
 
@@ -79,7 +81,7 @@ impl Tensor {
         }
         let _guard = no_grad();
         let mut grads: HashMap<TensorId, Tensor> = HashMap::new();
-        grads.insert(self.id(), grad.clone());
+        grads.insert(self.id(), grad.to_device(self.device())?);
         for t in reverse_topological(self) {
             let Some(g) = grads.remove(&t.id()) else {
                 continue;

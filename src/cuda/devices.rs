@@ -14,11 +14,16 @@ fn opened() -> &'static Mutex<HashMap<usize, Arc<Gpu>>> {
 
 /// The shared `Gpu` of `cuda:ordinal`, opened on first use; an error (never a panic) names
 /// the device and the problem when there is no driver, no such device or no usable kernel image.
+/// Its context is made current on the calling thread: the raw driver calls of the ops
+/// (memsets, copies on the legacy default stream, cuBLAS) act on the thread's current
+/// context, and a thread (a test's, a worker's) may reach them before any cudarc call that
+/// binds it.
 pub fn gpu(ordinal: usize) -> Result<Arc<Gpu>> {
     let mut map = opened()
         .lock()
         .map_err(|_| Error::msg("GPU registry poisoned by an earlier panic"))?;
     if let Some(g) = map.get(&ordinal) {
+        bind(g, ordinal)?;
         return Ok(g.clone());
     }
     let count = device_count();
@@ -35,8 +40,18 @@ pub fn gpu(ordinal: usize) -> Result<Arc<Gpu>> {
         )));
     }
     let g = Arc::new(Gpu::open(ordinal)?);
+    bind(&g, ordinal)?;
     map.insert(ordinal, g.clone());
     Ok(g)
+}
+
+/// Makes `g`'s context current on the calling thread (a no-op when it is already).
+pub fn bind(g: &Gpu, ordinal: usize) -> Result<()> {
+    g.context().bind_to_thread().map_err(|e| {
+        Error::msg(format!(
+            "cuda:{ordinal}: making its context current on this thread failed: {e}"
+        ))
+    })
 }
 
 /// How many CUDA devices the driver reports (0 without a driver or libcuda; never panics).

@@ -75,6 +75,18 @@ pub fn move_to(named: &[(String, Tensor)], device: crate::tensor::Device) -> Res
     Ok(())
 }
 
+/// Moves a model's float buffers (BatchNorm running statistics) to `device`, as `move_to`;
+/// integer counters (`num_batches_tracked`) stay on the host, where BatchNorm increments them
+/// without reading the device back.
+pub fn move_buffers_to(named: &[(String, Tensor)], device: crate::tensor::Device) -> Result<()> {
+    let floats: Vec<(String, Tensor)> = named
+        .iter()
+        .filter(|(_, t)| t.dtype().is_float())
+        .cloned()
+        .collect();
+    move_to(&floats, device)
+}
+
 /// Prefix every name with `prefix.` (to nest a child module's entries).
 pub fn prefixed(prefix: &str, named: Vec<(String, Tensor)>) -> Vec<(String, Tensor)> {
     named

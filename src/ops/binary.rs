@@ -25,7 +25,7 @@ impl Backward for BinaryBack {
         let (a, b) = (&inputs[0], &inputs[1]);
         let (ga, gb) = match self.0 {
             Binary::Add => (g.clone(), g.clone()),
-            Binary::Sub => (g.clone(), g.neg()?),
+            Binary::Sub => (g.clone(), if needs[1] { g.neg()? } else { g.clone() }),
             Binary::Mul => (
                 if needs[0] { g.mul(b)? } else { g.clone() },
                 if needs[1] { g.mul(a)? } else { g.clone() },
@@ -43,7 +43,7 @@ impl Backward for BinaryBack {
                 // The gradient goes to the input that was selected (a on ties).
                 let a_won = a.broadcast_as(out.shape())?.eq_mask(out)?;
                 let ga = g.mul(&a_won)?;
-                let gb = g.sub(&ga)?;
+                let gb = if needs[1] { g.sub(&ga)? } else { g.clone() };
                 (ga, gb)
             }
         };

@@ -162,11 +162,16 @@ impl Backward for MaxIdxBack {
     ) -> Result<Vec<Option<Tensor>>> {
         let idx = self.idx.storage().try_cpu()?.values_i64(self.idx.layout());
         let argmax = idx.into_iter().map(|i| i as usize).collect();
-        MaxBack {
+        let grads = MaxBack {
             dim: self.dim,
             argmax,
         }
-        .backward(g, inputs, needs, out)
+        .backward(g, inputs, needs, out)?;
+        // Computed on the host: hand the gradient on on the input's device.
+        grads
+            .into_iter()
+            .map(|o| o.map(|t| t.to_device(inputs[0].device())).transpose())
+            .collect()
     }
 }
 

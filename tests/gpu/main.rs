@@ -18,6 +18,7 @@ mod gemm;
 mod group_norm;
 mod infonce;
 mod layer_norm;
+mod op_harness;
 mod ops_conv_loss;
 mod ops_dense;
 mod ops_elementwise;

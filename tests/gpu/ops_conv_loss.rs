@@ -3,190 +3,10 @@
 //! CPU and on cuda:0, forward values and gradients compared, the output on cuda:0, the forward
 //! not on the host fallback, and the gradients handed on by the backward on the device.
 
-use crate::support::{check, gpu, rtol, uniform, DTYPES};
-use medsyn::autograd::{op_output, Backward};
-use medsyn::ops::cuda::OnCuda;
-use medsyn::ops::device::host_fallbacks;
+use crate::op_harness::{arg, assert_native, run, Check, DEV};
+use crate::support::{gpu, DTYPES};
 use medsyn::ops::loss::Reduction;
-use medsyn::tensor::{DType, Device, Tensor};
-use medsyn::Result;
-use std::sync::{Arc, Mutex};
-
-const DEV: Device = Device::Cuda(0);
-
-/// One input of an op under test: shape, value range, dtype (None: the case's), trainable,
-/// given as a view with its last two dims transposed.
-#[derive(Clone)]
-struct In {
-    shape: Vec<usize>,
-    lo: f32,
-    hi: f32,
-    dtype: Option<DType>,
-    grad: bool,
-    transposed: bool,
-}
-
-fn arg(shape: &[usize], lo: f32, hi: f32) -> In {
-    In {
-        shape: shape.to_vec(),
-        lo,
-        hi,
-        dtype: None,
-        grad: true,
-        transposed: false,
-    }
-}
-
-impl In {
-    fn of(mut self, dtype: DType) -> In {
-        self.dtype = Some(dtype);
-        self
-    }
-    fn frozen(mut self) -> In {
-        self.grad = false;
-        self
-    }
-    fn transposed(mut self) -> In {
-        self.transposed = true;
-        self
-    }
-}
-
-/// Identity whose backward records the device of the gradient the op under test hands on.
-struct Probe(Arc<Mutex<Vec<Device>>>);
-
-impl Backward for Probe {
-    fn name(&self) -> &'static str {
-        "probe"
-    }
-    fn backward(
-        &self,
-        g: &Tensor,
-        _: &[Tensor],
-        _: &[bool],
-        _: &Tensor,
-    ) -> Result<Vec<Option<Tensor>>> {
-        self.0.lock().unwrap().push(g.device());
-        Ok(vec![Some(g.clone())])
-    }
-}
-
-fn probe(t: &Tensor, seen: &Arc<Mutex<Vec<Device>>>) -> Result<Tensor> {
-    let cx = OnCuda::of(&[t])?.expect("a device tensor");
-    let copy = medsyn::ops::cuda::unary::affine(&cx, t, 1.0, 0.0)?;
-    op_output(copy, t.shape(), &[t], || Probe(seen.clone()))
-}
-
-/// got vs want (same shape and dtype), at the tolerance of `tol_dtype` (the inputs' dtype:
-/// both sides compute from the same rounded inputs) relative to want's scale, times `slack`.
-fn compare(name: &str, got: &Tensor, want: &Tensor, tol_dtype: DType, slack: f64) {
-    assert_eq!(got.shape(), want.shape(), "{name}: shape");
-    assert_eq!(got.dtype(), want.dtype(), "{name}: dtype");
-    let (g, w) = (got.to_vec_f32(), want.to_vec_f32());
-    let scale = w.iter().fold(0f64, |m, v| m.max(v.abs() as f64));
-    let tol = rtol(tol_dtype).max(rtol(got.dtype()));
-    // A single value (a loss, d logit-scale) sums many terms that partly cancel: a looser
-    // bound relative to its size (a wrong factor or sign is still far outside it).
-    let slack = if w.len() == 1 { 10.0 * slack } else { slack };
-    check(name, got.dtype(), &g, &w, slack * tol * scale, tol);
-}
-
-/// Runs `f` on the same inputs on the CPU and on cuda:0 and compares the outputs and the
-/// gradients of sum(out·w) (w a fixed random weighting).
-fn run(
-    name: &str,
-    dtype: DType,
-    seed: u64,
-    ins: &[In],
-    slack: f64,
-    f: &dyn Fn(&[Tensor]) -> Result<Tensor>,
-) {
-    let name = format!("{name} {dtype:?}");
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let mut outs = Vec::new();
-    let mut leaves_on = Vec::new();
-    for device in [Device::Cpu, DEV] {
-        let (mut leaves, mut args) = (Vec::new(), Vec::new());
-        for (i, a) in ins.iter().enumerate() {
-            let mut shape = a.shape.clone();
-            if a.transposed {
-                let r = shape.len();
-                shape.swap(r - 2, r - 1);
-            }
-            let n = shape.iter().product();
-            let vals = uniform(seed * 131 + i as u64, n, a.lo, a.hi);
-            let dt = a.dtype.unwrap_or(dtype);
-            let leaf = Tensor::from_values(vals, &shape, dt)
-                .and_then(|t| t.to_device(device))
-                .unwrap();
-            let leaf = if a.grad {
-                leaf.into_param().unwrap()
-            } else {
-                leaf
-            };
-            let mut x = leaf.clone();
-            if device == DEV && a.grad {
-                x = probe(&x, &seen).unwrap();
-            }
-            if a.transposed {
-                x = x.transpose(-2, -1).unwrap();
-            }
-            leaves.push(leaf);
-            args.push(x);
-        }
-        let out = f(&args).unwrap_or_else(|e| panic!("{name} on {device}: {e}"));
-        if out.requires_grad() {
-            let w = Tensor::from_values(
-                uniform(seed + 7, out.numel(), -1.0, 1.0),
-                out.shape(),
-                out.dtype(),
-            )
-            .and_then(|w| w.to_device(device))
-            .unwrap();
-            out.mul(&w)
-                .and_then(|l| l.sum_all())
-                .and_then(|l| l.backward())
-                .unwrap_or_else(|e| panic!("{name} backward on {device}: {e}"));
-        }
-        outs.push(out);
-        leaves_on.push(leaves);
-    }
-    let (want, got) = (&outs[0], &outs[1]);
-    assert_eq!(got.device(), DEV, "{name}: output device");
-    compare(&name, got, want, dtype, slack);
-    for (i, (lc, lg)) in leaves_on[0].iter().zip(&leaves_on[1]).enumerate() {
-        match (lc.grad(), lg.grad()) {
-            (Some(want), Some(got)) => {
-                assert_eq!(got.device(), DEV, "{name}: d{i} device");
-                let dt = ins[i].dtype.unwrap_or(dtype);
-                compare(&format!("{name} d{i}"), &got, &want, dt, slack);
-            }
-            (None, None) => assert!(!ins[i].grad || !want.requires_grad(), "{name}: no d{i}"),
-            (c, g) => panic!(
-                "{name}: d{i} is {} on the CPU but {} on the GPU",
-                c.is_some(),
-                g.is_some()
-            ),
-        }
-    }
-    for d in seen.lock().unwrap().iter() {
-        assert_eq!(
-            *d, DEV,
-            "{name}: a backward rule handed on a gradient on {d}"
-        );
-    }
-}
-
-/// None of `types` (struct names of Backward rules) ran on the host fallback.
-fn assert_native(types: &[&str]) {
-    for (name, count) in host_fallbacks() {
-        let last = name.rsplit("::").next().unwrap_or(name);
-        assert!(
-            !types.contains(&last),
-            "{name} took the host fallback {count} times"
-        );
-    }
-}
+use medsyn::tensor::{DType, Tensor};
 
 /// (n, c, h, w, o, kernel, stride, padding, dilation, groups, bias)
 type ConvCase = (
@@ -228,7 +48,7 @@ fn conv2d_forward_on_device() {
                 ins.push(arg(&[o], -1.0, 1.0));
             }
             let name = format!("conv2d {n}x{c}x{h}x{w} o{o} k{k:?} s{s:?} p{p:?} d{d:?} g{groups}");
-            run(&name, dtype, seed as u64, &ins, 2.0, &|x| {
+            run(&name, dtype, seed as u64, &ins, Check::inputs(2.0), &|x| {
                 x[0].conv2d(&x[1], x.get(2), s, p, d, groups)
             });
         }
@@ -237,9 +57,14 @@ fn conv2d_forward_on_device() {
             arg(&[2, 8, 9, 6], -1.0, 1.0).transposed(),
             arg(&[4, 8, 3, 3], -0.5, 0.5).frozen(),
         ];
-        run("conv2d transposed frozen", dtype, 99, &ins, 2.0, &|x| {
-            x[0].conv2d(&x[1], None, (1, 1), (1, 1), (1, 1), 1)
-        });
+        run(
+            "conv2d transposed frozen",
+            dtype,
+            99,
+            &ins,
+            Check::inputs(2.0),
+            &|x| x[0].conv2d(&x[1], None, (1, 1), (1, 1), (1, 1), 1),
+        );
     }
     assert_native(&["Conv2dBack"]);
 }
@@ -275,7 +100,7 @@ fn pad2d_on_device() {
                 dtype,
                 seed as u64,
                 &[arg(shape, -1.0, 1.0)],
-                1.0,
+                Check::inputs(1.0),
                 &|x| x[0].pad2d(l, r, t, b),
             );
         }
@@ -284,7 +109,7 @@ fn pad2d_on_device() {
             dtype,
             5,
             &[arg(&[2, 5, 3], -1.0, 1.0).transposed()],
-            1.0,
+            Check::inputs(1.0),
             &|x| x[0].pad2d(1, 2, 3, 0),
         );
     }
@@ -310,7 +135,7 @@ fn pooling_and_upsample_on_device() {
                 dtype,
                 seed,
                 &x,
-                1.0,
+                Check::inputs(1.0),
                 &|x| x[0].max_pool2d(*k, *s, *p),
             );
             for cip in [true, false] {
@@ -319,7 +144,7 @@ fn pooling_and_upsample_on_device() {
                     dtype,
                     seed,
                     &x,
-                    1.0,
+                    Check::inputs(1.0),
                     &|x| x[0].avg_pool2d(*k, *s, *p, cip),
                 );
             }
@@ -336,7 +161,7 @@ fn pooling_and_upsample_on_device() {
                 dtype,
                 seed as u64,
                 &[arg(shape, -2.0, 2.0)],
-                1.0,
+                Check::inputs(1.0),
                 &|x| x[0].adaptive_avg_pool2d(oh, ow),
             );
         }
@@ -348,7 +173,7 @@ fn pooling_and_upsample_on_device() {
                 dtype,
                 seed as u64,
                 &[arg(shape, -2.0, 2.0)],
-                1.0,
+                Check::inputs(1.0),
                 &|x| x[0].upsample_nearest2d(scale),
             );
         }
@@ -357,7 +182,7 @@ fn pooling_and_upsample_on_device() {
             dtype,
             9,
             &[arg(&[1, 2, 6, 9], -2.0, 2.0).transposed()],
-            1.0,
+            Check::inputs(1.0),
             &|x| x[0].max_pool2d((2, 2), (2, 2), (0, 0)),
         );
     }
@@ -379,7 +204,7 @@ fn info_nce_on_device() {
                 dtype,
                 seed as u64,
                 &emb,
-                2.0,
+                Check::inputs(2.0),
                 &|x| x[0].info_nce(&x[1], 0.07),
             );
             // A trainable f32 logit scale; the text side frozen.
@@ -393,7 +218,7 @@ fn info_nce_on_device() {
                 dtype,
                 seed as u64 + 20,
                 &ins,
-                2.0,
+                Check::inputs(2.0),
                 &|x| x[0].info_nce_with_logit_scale(&x[1], &x[2]),
             );
         }
@@ -403,15 +228,27 @@ fn info_nce_on_device() {
             arg(&[24, 40], -0.3, 0.3),
             arg(&[], 5.0, 20.0),
         ];
-        run("info_nce scale in dtype", dtype, 77, &ins, 2.0, &|x| {
-            x[0].info_nce_with_logit_scale(&x[1], &x[2])
-        });
+        run(
+            "info_nce scale in dtype",
+            dtype,
+            77,
+            &ins,
+            Check::inputs(2.0),
+            &|x| x[0].info_nce_with_logit_scale(&x[1], &x[2]),
+        );
         // CLIP / ConVIRT: normalised embeddings.
         let emb = [arg(&[17, 33], -1.0, 1.0), arg(&[17, 33], -1.0, 1.0)];
-        run("info_nce normalised", dtype, 88, &emb, 2.0, &|x| {
-            let (a, b) = (x[0].l2_normalize(-1, 1e-12)?, x[1].l2_normalize(-1, 1e-12)?);
-            a.info_nce(&b, 0.1)
-        });
+        run(
+            "info_nce normalised",
+            dtype,
+            88,
+            &emb,
+            Check::inputs(2.0),
+            &|x| {
+                let (a, b) = (x[0].l2_normalize(-1, 1e-12)?, x[1].l2_normalize(-1, 1e-12)?);
+                a.info_nce(&b, 0.1)
+            },
+        );
     }
     assert_native(&["InfoNceBack", "L2NormalizeBack"]);
 }
@@ -434,7 +271,7 @@ fn l2_normalize_on_device() {
                 dtype,
                 seed as u64,
                 &[arg(shape, -r, r)],
-                2.0,
+                Check::inputs(2.0),
                 &|x| x[0].l2_normalize(dim, eps),
             );
         }
@@ -443,7 +280,7 @@ fn l2_normalize_on_device() {
             dtype,
             50,
             &[arg(&[6, 11], -1.0, 1.0).transposed()],
-            2.0,
+            Check::inputs(2.0),
             &|x| x[0].l2_normalize(-1, 1e-12),
         );
     }
@@ -464,7 +301,7 @@ fn mse_on_device() {
                 dtype,
                 seed as u64,
                 &ins,
-                2.0,
+                Check::inputs(2.0),
                 &|x| x[0].mse_loss_with(&x[1], red),
             );
             // Mixed dtypes, a frozen target.
@@ -477,7 +314,7 @@ fn mse_on_device() {
                 dtype,
                 seed as u64 + 9,
                 &ins,
-                2.0,
+                Check::inputs(2.0),
                 &|x| x[0].mse_loss_with(&x[1], red),
             );
         }

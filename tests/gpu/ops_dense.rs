@@ -3,42 +3,16 @@
 //! forward values and gradients compared, frozen inputs left without a gradient, the output
 //! on cuda:0 and the op not on the host fallback.
 
+use crate::op_harness::{self, In, DEV};
 use crate::support::{check, finish, gpu, soft, uniform, DTYPES};
 use medsyn::ops::attention::AttentionMask;
 use medsyn::ops::device::host_fallbacks;
 use medsyn::tensor::{CpuStorage, DType, Device, Layout, Storage, Tensor};
 use medsyn::Result;
 
-const DEV: Device = Device::Cuda(0);
-
-/// One input: shape, value range, trainable or frozen.
-#[derive(Clone)]
-struct In {
-    shape: Vec<usize>,
-    lo: f32,
-    hi: f32,
-    grad: bool,
-}
-
+/// An input with values in [-1, 1) (`.range` for others), trainable unless `.frozen()`.
 fn arg(shape: &[usize]) -> In {
-    In {
-        shape: shape.to_vec(),
-        lo: -1.0,
-        hi: 1.0,
-        grad: true,
-    }
-}
-
-impl In {
-    fn frozen(mut self) -> In {
-        self.grad = false;
-        self
-    }
-    fn range(mut self, lo: f32, hi: f32) -> In {
-        self.lo = lo;
-        self.hi = hi;
-        self
-    }
+    op_harness::arg(shape, -1.0, 1.0)
 }
 
 /// Tolerance relative to a tensor's scale (max |want|), also the rtol: bf16 / f16 outputs and
@@ -63,6 +37,7 @@ struct Run {
     grads: Vec<Option<Vec<f32>>>,
 }
 
+/// The inputs as leaves in `dt` (of the harness's `In`, shape, range and `grad` only).
 fn leaves(inputs: &[In], dt: DType, dev: Device) -> Result<Vec<Tensor>> {
     inputs
         .iter()
@@ -203,6 +178,23 @@ fn ops_dense_matmul() {
     );
     case(
         &mut fails,
+        "matmul narrowed views (offsets, row strides)",
+        back,
+        &[arg(&[4, 9]), arg(&[8, 6])],
+        &|x| {
+            x[0].narrow(-1, 2, 5)?
+                .matmul(&x[1].narrow(0, 3, 5)?.narrow(1, 1, 4)?)
+        },
+    );
+    case(
+        &mut fails,
+        "matmul batched narrowed views",
+        back,
+        &[arg(&[2, 3, 10]), arg(&[2, 9, 4])],
+        &|x| x[0].narrow(-1, 1, 7)?.matmul(&x[1].narrow(1, 2, 7)?),
+    );
+    case(
+        &mut fails,
         "linear",
         back,
         &[arg(&[2, 3, 10]), arg(&[7, 10]), arg(&[7])],
@@ -264,6 +256,16 @@ fn ops_dense_norms() {
         back,
         &[arg(&[4, 9]).range(2.0, 3.0)],
         &|x| x[0].layer_norm(1, None, None, 1e-5),
+    );
+    case(
+        &mut fails,
+        "layer_norm transposed input",
+        back,
+        &[arg(&[3, 37, 5]), arg(&[37]), arg(&[37])],
+        &|x| {
+            x[0].transpose(-1, -2)?
+                .layer_norm(1, Some(&x[1]), Some(&x[2]), 1e-5)
+        },
     );
     for silu in [false, true] {
         let gn = move |x: &[Tensor]| {
@@ -358,6 +360,24 @@ fn ops_dense_batch_norm() {
             x[0].batch_norm(Some(&m), Some(&v), Some(&x[1]), None, false, 0.1, 1e-5)
         },
     );
+    case(
+        &mut fails,
+        "batch_norm eval empty batch",
+        back,
+        &[arg(&[0, 5, 6]), arg(&[5]), arg(&[5])],
+        &|x| {
+            let (m, v) = stats(5, x[0].device());
+            x[0].batch_norm(
+                Some(&m),
+                Some(&v),
+                Some(&x[1]),
+                Some(&x[2]),
+                false,
+                0.1,
+                1e-5,
+            )
+        },
+    );
     // Training with running statistics on the device: they are updated there.
     for dt in DTYPES {
         soft(
@@ -433,6 +453,17 @@ fn ops_dense_attention() {
             arg(&[2, 33, 2, 80]),
         ],
         &|x| bhld(&x[0])?.attention(&bhld(&x[1])?, &bhld(&x[2])?, AttentionMask::none(), None),
+    );
+    case(
+        &mut fails,
+        "attention fused qkv narrowed views d64",
+        cpu_back,
+        &[arg(&[2, 7, 6, 64])],
+        &|x| {
+            // [B, L, 3·H, D] storage: q, k, v are narrowed (offset) permuted views of it.
+            let part = |i: usize| -> Result<Tensor> { bhld(&x[0].narrow(2, 2 * i, 2)?) };
+            part(0)?.attention(&part(1)?, &part(2)?, AttentionMask::causal(), None)
+        },
     );
     case(
         &mut fails,
@@ -535,6 +566,18 @@ fn ops_dense_embedding() {
             Tensor::embedding(&t, &x[0].t()?.contiguous()?.t()?)
         },
     );
+    for (start, width) in [(8, 24), (3, 21)] {
+        case(
+            &mut fails,
+            &format!("embedding narrowed table [:, {start}..+{width}] (row stride, offset)"),
+            back,
+            &[arg(&[11, 40])],
+            &move |x: &[Tensor]| {
+                let t = Tensor::from_i64(vec![10, 0, 3, 3, 7], &[5])?;
+                Tensor::embedding(&t, &x[0].narrow(1, start, width)?)
+            },
+        );
+    }
     soft(&mut fails, "embedding host id out of range".into(), || {
         let w = Tensor::zeros(&[4, 8], DType::F32)
             .unwrap()

@@ -5,188 +5,14 @@
 //! and the gradient each backward rule hands on living on the device (a probe op behind the
 //! inputs sees it).
 
-use crate::support::{check, check_exact, gpu, rtol, uniform, DTYPES};
-use medsyn::autograd::{op_output, Backward};
-use medsyn::ops::cuda::OnCuda;
-use medsyn::ops::device::host_fallbacks;
-use medsyn::tensor::{DType, Device, Tensor};
+use crate::op_harness::{arg, assert_native, run, Check, In, DEV};
+use crate::support::{check_exact, gpu, uniform, DTYPES};
+use medsyn::tensor::{DType, Tensor};
 use medsyn::Result;
-use std::sync::{Arc, Mutex};
 
-const DEV: Device = Device::Cuda(0);
-
-/// One input of an op under test.
-#[derive(Clone)]
-struct In {
-    shape: Vec<usize>,
-    lo: f32,
-    hi: f32,
-    dtype: Option<DType>,
-    grad: bool,
-    transposed: bool,
-}
-
-fn arg(shape: &[usize], lo: f32, hi: f32) -> In {
-    In {
-        shape: shape.to_vec(),
-        lo,
-        hi,
-        dtype: None,
-        grad: true,
-        transposed: false,
-    }
-}
-
-impl In {
-    /// Of this dtype instead of the case's.
-    fn of(mut self, dtype: DType) -> In {
-        self.dtype = Some(dtype);
-        self
-    }
-    /// Not trainable (its gradient must stay None).
-    fn frozen(mut self) -> In {
-        self.grad = false;
-        self
-    }
-    /// Given to the op as a transposed view (last two dims) of a contiguous leaf.
-    fn transposed(mut self) -> In {
-        self.transposed = true;
-        self
-    }
-}
-
-/// Identity whose backward records the device of the gradient arriving from the op under test.
-struct Probe(Arc<Mutex<Vec<Device>>>);
-
-impl Backward for Probe {
-    fn name(&self) -> &'static str {
-        "probe"
-    }
-    fn backward(
-        &self,
-        g: &Tensor,
-        _: &[Tensor],
-        _: &[bool],
-        _: &Tensor,
-    ) -> Result<Vec<Option<Tensor>>> {
-        self.0.lock().unwrap().push(g.device());
-        Ok(vec![Some(g.clone())])
-    }
-}
-
-fn probe(t: &Tensor, seen: &Arc<Mutex<Vec<Device>>>) -> Result<Tensor> {
-    let cx = OnCuda::of(&[t])?.expect("a device tensor");
-    let copy = medsyn::ops::cuda::unary::affine(&cx, t, 1.0, 0.0)?;
-    op_output(copy, t.shape(), &[t], || Probe(seen.clone()))
-}
-
-/// got vs want (same shape and dtype) with the dtype's tolerance relative to want's scale.
-fn compare(name: &str, got: &Tensor, want: &Tensor) {
-    assert_eq!(got.shape(), want.shape(), "{name}: shape");
-    assert_eq!(got.dtype(), want.dtype(), "{name}: dtype");
-    let (g, w) = (got.to_vec_f32(), want.to_vec_f32());
-    let scale = w.iter().fold(0f64, |m, v| m.max(v.abs() as f64));
-    let tol = rtol(got.dtype());
-    check(name, got.dtype(), &g, &w, tol * scale, tol);
-}
-
-/// Runs `f` on the same inputs on the CPU and on cuda:0 and compares outputs and gradients
-/// (backward of sum(out·w), w a fixed random weighting). `native_backward`: every gradient the
-/// op's backward hands to its inputs must be a device tensor.
-fn run(
-    name: &str,
-    dtype: DType,
-    seed: u64,
-    ins: &[In],
-    native_backward: bool,
-    f: &dyn Fn(&[Tensor]) -> Result<Tensor>,
-) {
-    let name = format!("{name} {dtype:?}");
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let mut outs = Vec::new();
-    let mut leaves_on = Vec::new();
-    for device in [Device::Cpu, DEV] {
-        let (mut leaves, mut args) = (Vec::new(), Vec::new());
-        for (i, a) in ins.iter().enumerate() {
-            let mut shape = a.shape.clone();
-            if a.transposed {
-                let r = shape.len();
-                shape.swap(r - 2, r - 1);
-            }
-            let n = shape.iter().product();
-            let vals = uniform(seed * 131 + i as u64, n, a.lo, a.hi);
-            let dt = a.dtype.unwrap_or(dtype);
-            let leaf = Tensor::from_values(vals, &shape, dt)
-                .and_then(|t| t.to_device(device))
-                .unwrap();
-            let leaf = if a.grad {
-                leaf.into_param().unwrap()
-            } else {
-                leaf
-            };
-            let mut x = leaf.clone();
-            if device == DEV && a.grad {
-                x = probe(&x, &seen).unwrap();
-            }
-            if a.transposed {
-                x = x.transpose(-2, -1).unwrap();
-            }
-            leaves.push(leaf);
-            args.push(x);
-        }
-        let out = f(&args).unwrap_or_else(|e| panic!("{name} on {device}: {e}"));
-        if out.requires_grad() {
-            let w = Tensor::from_values(
-                uniform(seed + 7, out.numel(), -1.0, 1.0),
-                out.shape(),
-                out.dtype(),
-            )
-            .and_then(|w| w.to_device(device))
-            .unwrap();
-            out.mul(&w)
-                .and_then(|l| l.sum_all())
-                .and_then(|l| l.backward())
-                .unwrap_or_else(|e| panic!("{name} backward on {device}: {e}"));
-        }
-        outs.push(out);
-        leaves_on.push(leaves);
-    }
-    let (want, got) = (&outs[0], &outs[1]);
-    assert_eq!(got.device(), DEV, "{name}: output device");
-    compare(&name, got, want);
-    for (i, (lc, lg)) in leaves_on[0].iter().zip(&leaves_on[1]).enumerate() {
-        match (lc.grad(), lg.grad()) {
-            (Some(want), Some(got)) => {
-                assert_eq!(got.device(), DEV, "{name}: d{i} device");
-                compare(&format!("{name} d{i}"), &got, &want);
-            }
-            (None, None) => assert!(!ins[i].grad || !want.requires_grad(), "{name}: no d{i}"),
-            (c, g) => panic!(
-                "{name}: d{i} is {} on the CPU but {} on the GPU",
-                c.is_some(),
-                g.is_some()
-            ),
-        }
-    }
-    if native_backward {
-        for d in seen.lock().unwrap().iter() {
-            assert_eq!(
-                *d, DEV,
-                "{name}: a backward rule handed on a gradient on {d}"
-            );
-        }
-    }
-}
-
-/// None of `types` (struct names of Backward rules) ran on the host fallback.
-fn assert_native(types: &[&str]) {
-    for (name, count) in host_fallbacks() {
-        let last = name.rsplit("::").next().unwrap_or(name);
-        assert!(
-            !types.contains(&last),
-            "{name} took the host fallback {count} times"
-        );
-    }
+/// `run` of a one-input op with the default checks.
+fn run1(name: &str, dtype: DType, seed: u64, x: In, f: &dyn Fn(&Tensor) -> Result<Tensor>) {
+    run(name, dtype, seed, &[x], Check::default(), &|x| f(&x[0]));
 }
 
 fn binary_cases() -> Vec<(&'static str, Vec<usize>, In)> {
@@ -234,7 +60,7 @@ fn binary_ops_every_reach() {
                     dtype,
                     seed as u64,
                     &[a.clone(), b.clone()],
-                    true,
+                    Check::default(),
                     &|x| f(&x[0], &x[1]),
                 );
                 if op != "div" {
@@ -243,7 +69,7 @@ fn binary_ops_every_reach() {
                         dtype,
                         seed as u64 + 50,
                         &[b, a],
-                        true,
+                        Check::default(),
                         &|x| f(&x[0], &x[1]),
                     );
                 }
@@ -270,7 +96,7 @@ fn binary_mixed_dtypes_promote_on_device() {
                 DType::F32,
                 i as u64,
                 &[a, b],
-                true,
+                Check::default(),
                 &|x| f(&x[0], &x[1]),
             );
         }
@@ -287,22 +113,20 @@ fn casts_between_float_dtypes() {
                 continue;
             }
             let x = arg(&[7, 67], -300.0, 300.0).of(src);
-            run(
+            run1(
                 &format!("to_dtype {src:?}->{dst:?}"),
                 src,
                 i as u64,
-                std::slice::from_ref(&x),
-                true,
-                &|x| x[0].to_dtype(dst),
+                x.clone(),
+                &|x| x.to_dtype(dst),
             );
             let x = x.transposed();
-            run(
+            run1(
                 &format!("to_dtype {src:?}->{dst:?} transposed"),
                 src,
                 i as u64 + 9,
-                &[x],
-                true,
-                &|x| x[0].to_dtype(dst),
+                x,
+                &|x| x.to_dtype(dst),
             );
         }
     }
@@ -338,26 +162,15 @@ fn unary_maps_forward_and_backward() {
     ];
     for (k, (op, f, lo, hi)) in ops.into_iter().enumerate() {
         for dtype in DTYPES {
-            let x = arg(&[7, 131], lo, hi);
-            run(op, dtype, k as u64, std::slice::from_ref(&x), true, &|x| {
-                f(&x[0])
-            });
+            run1(op, dtype, k as u64, arg(&[7, 131], lo, hi), &f);
             let x = arg(&[9, 33], lo, hi).transposed();
-            run(
-                &format!("{op} transposed"),
-                dtype,
-                k as u64 + 40,
-                &[x],
-                true,
-                &|x| f(&x[0]),
-            );
-            run(
+            run1(&format!("{op} transposed"), dtype, k as u64 + 40, x, &f);
+            run1(
                 &format!("{op} scalar"),
                 dtype,
                 k as u64 + 80,
-                &[arg(&[], lo, hi)],
-                true,
-                &|x| f(&x[0]),
+                arg(&[], lo, hi),
+                &f,
             );
         }
     }
@@ -380,18 +193,9 @@ fn affine_clamp_powf() {
     ];
     for (k, (op, lo, hi, f)) in ops.into_iter().enumerate() {
         for dtype in DTYPES {
-            run(op, dtype, k as u64, &[arg(&[5, 203], lo, hi)], true, &|x| {
-                f(&x[0])
-            });
+            run1(op, dtype, k as u64, arg(&[5, 203], lo, hi), &f);
             let x = arg(&[6, 11], lo, hi).transposed();
-            run(
-                &format!("{op} transposed"),
-                dtype,
-                k as u64 + 20,
-                &[x],
-                true,
-                &|x| f(&x[0]),
-            );
+            run1(&format!("{op} transposed"), dtype, k as u64 + 20, x, &f);
         }
     }
     assert_native(&["AffineBack", "ClampBack", "PowBack"]);
@@ -405,17 +209,12 @@ fn geglu_forward_and_backward() {
             .into_iter()
             .enumerate()
         {
-            run(
-                "geglu",
-                dtype,
-                k as u64,
-                &[arg(&shape, -3.0, 3.0)],
-                true,
-                &|x| x[0].geglu(),
-            );
+            run1("geglu", dtype, k as u64, arg(&shape, -3.0, 3.0), &|x| {
+                x.geglu()
+            });
         }
         let x = arg(&[10, 6], -3.0, 3.0).transposed();
-        run("geglu transposed", dtype, 9, &[x], true, &|x| x[0].geglu());
+        run1("geglu transposed", dtype, 9, x, &|x| x.geglu());
     }
     assert_native(&["GegluBack"]);
 }
@@ -444,37 +243,27 @@ fn sums_and_means_over_dims() {
             let x = arg(shape, 0.5, 1.5);
             for keepdim in [false, true] {
                 let s = format!("sum_dims {case} keep={keepdim}");
-                run(&s, dtype, k as u64, std::slice::from_ref(&x), true, &|x| {
-                    x[0].sum_dims(dims, keepdim)
+                run1(&s, dtype, k as u64, x.clone(), &|x| {
+                    x.sum_dims(dims, keepdim)
                 });
                 let s = format!("mean_dims {case} keep={keepdim}");
-                run(&s, dtype, k as u64, std::slice::from_ref(&x), true, &|x| {
-                    x[0].mean_dims(dims, keepdim)
+                run1(&s, dtype, k as u64, x.clone(), &|x| {
+                    x.mean_dims(dims, keepdim)
                 });
             }
         }
         let x = arg(&[9, 4], -1.0, 1.0).transposed();
-        run("sum_dims transposed", dtype, 30, &[x], true, &|x| {
-            x[0].sum_dims(&[1], false)
+        run1("sum_dims transposed", dtype, 30, x, &|x| {
+            x.sum_dims(&[1], false)
         });
         for (k, n) in [21usize, 70001].into_iter().enumerate() {
             let x = arg(&[n], 0.5, 1.5);
-            run(
-                &format!("sum_all {n}"),
-                dtype,
-                k as u64,
-                std::slice::from_ref(&x),
-                true,
-                &|x| x[0].sum_all(),
-            );
-            run(
-                &format!("mean_all {n}"),
-                dtype,
-                k as u64,
-                &[x],
-                true,
-                &|x| x[0].mean_all(),
-            );
+            run1(&format!("sum_all {n}"), dtype, k as u64, x.clone(), &|x| {
+                x.sum_all()
+            });
+            run1(&format!("mean_all {n}"), dtype, k as u64, x, &|x| {
+                x.mean_all()
+            });
         }
         let to: [(Vec<usize>, Vec<usize>); 3] = [
             (vec![2, 5, 33], vec![33]),
@@ -483,14 +272,9 @@ fn sums_and_means_over_dims() {
         ];
         for (k, (from, target)) in to.into_iter().enumerate() {
             let x = arg(&from, -1.0, 1.0);
-            run(
-                &format!("sum_to {target:?}"),
-                dtype,
-                k as u64,
-                &[x],
-                true,
-                &|x| x[0].sum_to(&target),
-            );
+            run1(&format!("sum_to {target:?}"), dtype, k as u64, x, &|x| {
+                x.sum_to(&target)
+            });
         }
     }
     assert_native(&["SumBack"]);
@@ -503,13 +287,14 @@ fn max_and_argmax_along_a_dim() {
         for (k, dim) in [0isize, 1, 2, -1].into_iter().enumerate() {
             for keepdim in [false, true] {
                 let x = arg(&[5, 9, 7], -3.0, 3.0);
-                // The backward's scatter runs on the host (indices read back): not native.
+                // The backward's scatter runs on the host (indices read back); the gradient it
+                // hands on must still be back on the device.
                 run(
                     &format!("max_dim {dim} keep={keepdim}"),
                     dtype,
                     k as u64,
                     &[x],
-                    false,
+                    Check::default(),
                     &|x| x[0].max_dim(dim, keepdim),
                 );
             }
@@ -542,27 +327,19 @@ fn softmax_and_log_softmax() {
     for dtype in DTYPES {
         for (k, (case, shape, dim)) in cases.iter().enumerate() {
             let x = arg(shape, -4.0, 4.0);
-            run(
+            run1(
                 &format!("softmax {case}"),
                 dtype,
                 k as u64,
-                std::slice::from_ref(&x),
-                true,
-                &|x| x[0].softmax(*dim),
+                x.clone(),
+                &|x| x.softmax(*dim),
             );
-            run(
-                &format!("log_softmax {case}"),
-                dtype,
-                k as u64,
-                &[x],
-                true,
-                &|x| x[0].log_softmax(*dim),
-            );
+            run1(&format!("log_softmax {case}"), dtype, k as u64, x, &|x| {
+                x.log_softmax(*dim)
+            });
         }
         let x = arg(&[8, 6], -4.0, 4.0).transposed();
-        run("softmax transposed", dtype, 11, &[x], true, &|x| {
-            x[0].softmax(-1)
-        });
+        run1("softmax transposed", dtype, 11, x, &|x| x.softmax(-1));
     }
     assert_native(&["SoftmaxBack"]);
 }

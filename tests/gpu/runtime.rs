@@ -263,3 +263,67 @@ fn generation_on_the_gpu_matches_the_cpu() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn device_ops_run_from_a_fresh_thread() {
+    let Some(_g) = gpu() else { return };
+    // An odd size (f64: 14880 bytes) that other tests are unlikely to take from the cache.
+    let b = ramp(&[4, 3, 5], DType::F64);
+    let db = b.to_device(CUDA0).unwrap();
+    let want = b.pad_into(&[4, 93, 5], 1, 4).unwrap().to_vec_f64();
+    // Once here, so that the allocator caches a block of this size: on the new thread the
+    // zero-fill then is the first driver call (it needs the thread's current context).
+    drop(db.pad_into(&[4, 93, 5], 1, 4).unwrap());
+    let got = std::thread::spawn(move || {
+        let out = db.pad_into(&[4, 93, 5], 1, 4).unwrap();
+        assert_eq!(out.device(), CUDA0);
+        out.to_vec_f64()
+    })
+    .join()
+    .expect("device work on a thread that never touched the GPU before");
+    assert_eq!(got, want);
+    record("device ops from a fresh thread", true, 0.0);
+}
+
+/// Records the device of the gradient its backward receives.
+struct SeenGrad(std::sync::Arc<std::sync::Mutex<Option<Device>>>);
+
+impl medsyn::autograd::Backward for SeenGrad {
+    fn name(&self) -> &'static str {
+        "seen_grad"
+    }
+    fn backward(
+        &self,
+        g: &Tensor,
+        _: &[Tensor],
+        _: &[bool],
+        _: &Tensor,
+    ) -> medsyn::Result<Vec<Option<Tensor>>> {
+        *self.0.lock().unwrap() = Some(g.device());
+        Ok(vec![Some(g.clone())])
+    }
+}
+
+#[test]
+fn backward_seeds_a_device_loss_on_its_device() {
+    let Some(_g) = gpu() else { return };
+    let x = Tensor::ones(&[], DType::F32)
+        .unwrap()
+        .to_device(CUDA0)
+        .unwrap()
+        .into_param()
+        .unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let s = seen.clone();
+    let host = medsyn::tensor::Storage::Cpu(medsyn::tensor::CpuStorage::F32(vec![1.0]));
+    let storage = medsyn::ops::device::place(host, CUDA0).unwrap();
+    let loss = medsyn::autograd::op_output(storage, &[], &[&x], move || SeenGrad(s)).unwrap();
+    assert_eq!(loss.device(), CUDA0);
+    loss.backward().unwrap();
+    assert_eq!(
+        *seen.lock().unwrap(),
+        Some(CUDA0),
+        "the seed of a device loss lives on its device"
+    );
+    assert_eq!(x.grad().unwrap().device(), CUDA0);
+}

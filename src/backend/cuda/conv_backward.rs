@@ -291,6 +291,11 @@ pub fn conv2d_backward(
         // No output pixels: dw is a sum over nothing, dx is empty.
         if want_dw && geom.weight_len() > 0 {
             let bytes = geom.weight_len() * dtype.size_in_bytes();
+            // A raw driver call: the context must be current on this thread (the backward may
+            // run on another thread than the one that opened the device).
+            g.context().bind_to_thread().map_err(|e| {
+                crate::cuda::modules::driver_error(e, "binding the context to zero conv2d's dw")
+            })?;
             // SAFETY: dw holds weight_len elements (checked above); queued on g's stream.
             unsafe {
                 cudarc::driver::result::memset_d8_async(dw.addr, 0, bytes, g.stream().cu_stream())

@@ -328,18 +328,18 @@ pub fn mse_applies(a: &Tensor, b: &Tensor) -> bool {
     gpu_dtype(a.dtype()) && gpu_dtype(b.dtype()) && a.numel() > 0
 }
 
+/// a − b in f32 (a and b of the same shape, any of the device dtypes).
+fn difference(cx: &OnCuda, a: &Tensor, b: &Tensor) -> Result<(Tensor, Ptr)> {
+    let (af, bf) = (as_f32(cx, a)?, as_f32(cx, b)?);
+    let full = Reach::Full;
+    binary(cx, Binary::Sub, (af.ptr, full), (bf.ptr, full), a.numel())
+}
+
 /// MSE forward in f32: per-element squares (Reduction::None, shape of a) or their sum / mean
 /// (f32 [1]).
 pub fn mse_forward(cx: &OnCuda, a: &Tensor, b: &Tensor, reduction: Reduction) -> Result<Storage> {
     let n = a.numel();
-    let (af, bf) = (as_f32(cx, a)?, as_f32(cx, b)?);
-    let (_d, dp) = binary(
-        cx,
-        Binary::Sub,
-        (af.ptr, Reach::Full),
-        (bf.ptr, Reach::Full),
-        n,
-    )?;
+    let (_d, dp) = difference(cx, a, b)?;
     let out_len = if reduction == Reduction::None { n } else { 1 };
     let (out, op) = cx.output(out_len, DType::F32)?;
     match reduction {
@@ -365,14 +365,8 @@ pub fn mse_backward(
     needs: &[bool],
 ) -> Result<Vec<Option<Tensor>>> {
     let n = a.numel();
-    let (af, bf, gf) = (as_f32(cx, a)?, as_f32(cx, b)?, as_f32(cx, g)?);
-    let (_d, dp) = binary(
-        cx,
-        Binary::Sub,
-        (af.ptr, Reach::Full),
-        (bf.ptr, Reach::Full),
-        n,
-    )?;
+    let (_d, dp) = difference(cx, a, b)?;
+    let gf = as_f32(cx, g)?;
     let (g_reach, factor) = match reduction {
         Reduction::None => (Reach::Full, 2.0),
         Reduction::Sum => (Reach::Trailing(1), 2.0),

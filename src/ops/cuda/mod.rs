@@ -96,6 +96,8 @@ impl OnCuda {
         let (s, ptr) = self.output(len, dtype)?;
         let bytes = len * dtype.size_in_bytes();
         if bytes > 0 {
+            // A raw driver call on the legacy default stream: the context must be current.
+            crate::cuda::devices::bind(&self.gpu, self.ordinal)?;
             // SAFETY: `ptr` addresses at least `bytes` bytes of the block just allocated.
             unsafe {
                 cudarc::driver::result::memset_d8_async(

@@ -71,6 +71,123 @@ fn grad_in(cx: &OnCuda, g: &Tensor, dtype: DType) -> Result<super::DevIn> {
     cx.input(&g.to_dtype(dtype)?)
 }
 
+/// What every norm's forward hands its kernels: x, the optional weight/bias (null pointers
+/// when absent; the uploads are kept alive here) and the f32 mean/rstd outputs of `units`.
+struct Fwd {
+    x: super::DevIn,
+    _w: Option<super::DevIn>,
+    _b: Option<super::DevIn>,
+    wp: Ptr,
+    bp: Ptr,
+    mean: Storage,
+    mp: Ptr,
+    rstd: Storage,
+    rp: Ptr,
+    units: usize,
+}
+
+impl Fwd {
+    fn new(
+        cx: &OnCuda,
+        x: &Tensor,
+        w: Option<&Tensor>,
+        b: Option<&Tensor>,
+        units: usize,
+    ) -> Result<Fwd> {
+        let dt = x.dtype();
+        let xd = cx.input(x)?;
+        let (_w, wp) = opt_input(cx, w, dt)?;
+        let (_b, bp) = opt_input(cx, b, dt)?;
+        let (mean, mp) = cx.output(units, DType::F32)?;
+        let (rstd, rp) = cx.output(units, DType::F32)?;
+        Ok(Fwd {
+            x: xd,
+            _w,
+            _b,
+            wp,
+            bp,
+            mean,
+            mp,
+            rstd,
+            rp,
+            units,
+        })
+    }
+
+    /// The output `y` with the saved statistics as [units] tensors.
+    fn finish(self, y: Storage) -> Result<NormOut> {
+        Ok(NormOut {
+            y,
+            mean: tensor(self.mean, &[self.units])?,
+            rstd: tensor(self.rstd, &[self.units])?,
+        })
+    }
+}
+
+/// What every norm's backward hands its kernels: x, the incoming gradient in x's dtype, the
+/// optional weight (null when absent), the saved statistics and the wanted gradients' outputs
+/// (null pointers for the others; weight/bias gradients of `params` elements).
+struct Back {
+    x: super::DevIn,
+    g: super::DevIn,
+    _w: Option<super::DevIn>,
+    wp: Ptr,
+    mean: super::DevIn,
+    rstd: super::DevIn,
+    dx: Option<Storage>,
+    dxp: Ptr,
+    dw: Option<Storage>,
+    dwp: Ptr,
+    db: Option<Storage>,
+    dbp: Ptr,
+}
+
+impl Back {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        cx: &OnCuda,
+        x: &Tensor,
+        g: &Tensor,
+        w: Option<&Tensor>,
+        mean: &Tensor,
+        rstd: &Tensor,
+        params: usize,
+        want: Want,
+    ) -> Result<Back> {
+        let dt = x.dtype();
+        let xd = cx.input(x)?;
+        let gd = grad_in(cx, g, dt)?;
+        let (_w, wp) = opt_input(cx, w, dt)?;
+        let (md, rd) = (cx.view(mean)?, cx.view(rstd)?);
+        let (dx, dxp) = opt_output(cx, want.x, x.numel(), dt)?;
+        let (dw, dwp) = opt_output(cx, want.weight, params, dt)?;
+        let (db, dbp) = opt_output(cx, want.bias, params, dt)?;
+        Ok(Back {
+            x: xd,
+            g: gd,
+            _w,
+            wp,
+            mean: md,
+            rstd: rd,
+            dx,
+            dxp,
+            dw,
+            dwp,
+            db,
+            dbp,
+        })
+    }
+
+    /// The gradients in the shapes of x, weight and bias.
+    fn finish(self, x: &Tensor, w: Option<&Tensor>, b: Option<&Tensor>) -> Result<NormGrads> {
+        Ok((
+            wrap(self.dx, x.shape())?,
+            wrap_like(self.dw, w)?,
+            wrap_like(self.db, b)?,
+        ))
+    }
+}
+
 /// LayerNorm of x [rows, n] (any leading shape) with optional weight/bias [n].
 pub fn layer_norm(
     cx: &OnCuda,
@@ -80,32 +197,23 @@ pub fn layer_norm(
     n: usize,
     eps: f64,
 ) -> Result<NormOut> {
-    let dt = x.dtype();
     let rows = x.numel() / n;
-    let xd = cx.input(x)?;
-    let (_w, wp) = opt_input(cx, w, dt)?;
-    let (_b, bp) = opt_input(cx, b, dt)?;
-    let (y, yp) = cx.output(rows * n, dt)?;
-    let (mean, mp) = cx.output(rows, DType::F32)?;
-    let (rstd, rp) = cx.output(rows, DType::F32)?;
+    let f = Fwd::new(cx, x, w, b, rows)?;
+    let (y, yp) = cx.output(rows * n, x.dtype())?;
     ln::layer_norm(
         &cx.gpu,
-        xd.ptr,
-        wp,
-        bp,
+        f.x.ptr,
+        f.wp,
+        f.bp,
         yp,
-        mp,
-        rp,
+        f.mp,
+        f.rp,
         rows,
         n,
         eps as f32,
         ln::LayerNormLaunch::default(),
     )?;
-    Ok(NormOut {
-        y,
-        mean: tensor(mean, &[rows])?,
-        rstd: tensor(rstd, &[rows])?,
-    })
+    f.finish(y)
 }
 
 /// The backward of [`layer_norm`].
@@ -121,30 +229,23 @@ pub fn layer_norm_backward(
     n: usize,
     want: Want,
 ) -> Result<NormGrads> {
-    let dt = x.dtype();
     let rows = x.numel() / n;
-    let xd = cx.input(x)?;
-    let gd = grad_in(cx, g, dt)?;
-    let (_w, wp) = opt_input(cx, w, dt)?;
-    let (md, rd) = (cx.view(mean)?, cx.view(rstd)?);
-    let (dx, dxp) = opt_output(cx, want.x, rows * n, dt)?;
-    let (dw, dwp) = opt_output(cx, want.weight, n, dt)?;
-    let (db, dbp) = opt_output(cx, want.bias, n, dt)?;
+    let k = Back::new(cx, x, g, w, mean, rstd, n, want)?;
     ln::layer_norm_backward(
         &cx.gpu,
-        xd.ptr,
-        gd.ptr,
-        wp,
-        md.ptr,
-        rd.ptr,
-        dxp,
-        dwp,
-        dbp,
+        k.x.ptr,
+        k.g.ptr,
+        k.wp,
+        k.mean.ptr,
+        k.rstd.ptr,
+        k.dxp,
+        k.dwp,
+        k.dbp,
         rows,
         n,
         ln::LayerNormLaunch::default(),
     )?;
-    Ok((wrap(dx, x.shape())?, wrap_like(dw, w)?, wrap_like(db, b)?))
+    k.finish(x, w, b)
 }
 
 /// A parameter's gradient in the parameter's shape (None when not computed).
@@ -166,32 +267,22 @@ pub fn group_norm(
     eps: f64,
     silu: bool,
 ) -> Result<NormOut> {
-    let dt = x.dtype();
-    let xd = cx.input(x)?;
-    let (_w, wp) = opt_input(cx, w, dt)?;
-    let (_b, bp) = opt_input(cx, b, dt)?;
-    let (y, yp) = cx.output(x.numel(), dt)?;
-    let units = batch * groups;
-    let (mean, mp) = cx.output(units, DType::F32)?;
-    let (rstd, rp) = cx.output(units, DType::F32)?;
+    let f = Fwd::new(cx, x, w, b, batch * groups)?;
+    let (y, yp) = cx.output(x.numel(), x.dtype())?;
     gn::group_norm(
         &cx.gpu,
-        xd.ptr,
-        wp,
-        bp,
+        f.x.ptr,
+        f.wp,
+        f.bp,
         yp,
-        mp,
-        rp,
+        f.mp,
+        f.rp,
         (batch, channels, spatial, groups),
         eps,
         silu,
         gn::GroupNormLaunch::default(),
     )?;
-    Ok(NormOut {
-        y,
-        mean: tensor(mean, &[units])?,
-        rstd: tensor(rstd, &[units])?,
-    })
+    f.finish(y)
 }
 
 /// The backward of [`group_norm`] (bias matters with `silu`, which recomputes the affine).
@@ -208,33 +299,26 @@ pub fn group_norm_backward(
     silu: bool,
     want: Want,
 ) -> Result<NormGrads> {
-    let dt = x.dtype();
-    let xd = cx.input(x)?;
-    let gd = grad_in(cx, g, dt)?;
-    let (_w, wp) = opt_input(cx, w, dt)?;
-    let (_b, bp) = opt_input(cx, b, dt)?;
-    let (md, rd) = (cx.view(mean)?, cx.view(rstd)?);
+    let k = Back::new(cx, x, g, w, mean, rstd, channels, want)?;
+    let (_b, bp) = opt_input(cx, b, x.dtype())?;
     let (_sums, sums) = cx.output(2 * batch * channels, DType::F32)?;
-    let (dx, dxp) = opt_output(cx, want.x, x.numel(), dt)?;
-    let (dw, dwp) = opt_output(cx, want.weight, channels, dt)?;
-    let (db, dbp) = opt_output(cx, want.bias, channels, dt)?;
     gn::group_norm_backward(
         &cx.gpu,
-        xd.ptr,
-        gd.ptr,
-        wp,
+        k.x.ptr,
+        k.g.ptr,
+        k.wp,
         bp,
-        md.ptr,
-        rd.ptr,
+        k.mean.ptr,
+        k.rstd.ptr,
         sums,
-        dxp,
-        dwp,
-        dbp,
+        k.dxp,
+        k.dwp,
+        k.dbp,
         (batch, channels, spatial, groups),
         silu,
         gn::GroupNormLaunch::default(),
     )?;
-    Ok((wrap(dx, x.shape())?, wrap_like(dw, w)?, wrap_like(db, b)?))
+    k.finish(x, w, b)
 }
 
 /// True when BatchNorm can run on the device for these running statistics: absent, or f32
@@ -300,18 +384,14 @@ pub fn batch_norm(
     momentum: f64,
     eps: f64,
 ) -> Result<NormOut> {
-    let dt = x.dtype();
-    let xd = cx.input(x)?;
-    let (_w, wp) = opt_input(cx, w, dt)?;
-    let (_b, bp) = opt_input(cx, b, dt)?;
-    let (mean, mp) = cx.output(channels, DType::F32)?;
-    let (rstd, rp) = cx.output(channels, DType::F32)?;
+    let f = Fwd::new(cx, x, w, b, channels)?;
+    let (xp, mp, rp) = (f.x.ptr, f.mp, f.rp);
     let shape = (batch, channels, spatial);
     let launch = bn::BatchNormLaunch::default();
     match (training, running) {
         (true, None) => bn::batch_norm_stats(
             &cx.gpu,
-            xd.ptr,
+            xp,
             mp,
             rp,
             Ptr::null(DType::F32),
@@ -324,9 +404,7 @@ pub fn batch_norm(
         (true, Some((rm, rv))) => {
             let (new_m, nmp) = copy_stat(cx, rm)?;
             let (new_v, nvp) = copy_stat(cx, rv)?;
-            bn::batch_norm_stats(
-                &cx.gpu, xd.ptr, mp, rp, nmp, nvp, shape, eps, momentum, launch,
-            )?;
+            bn::batch_norm_stats(&cx.gpu, xp, mp, rp, nmp, nvp, shape, eps, momentum, launch)?;
             rm.replace_storage(new_m)?;
             rv.replace_storage(new_v)?;
         }
@@ -336,13 +414,9 @@ pub fn batch_norm(
         }
         (false, None) => crate::bail!("batch_norm: eval mode needs running_mean and running_var"),
     }
-    let (y, yp) = cx.output(x.numel(), dt)?;
-    bn::batch_norm_apply(&cx.gpu, xd.ptr, mp, rp, wp, bp, yp, shape, launch)?;
-    Ok(NormOut {
-        y,
-        mean: tensor(mean, &[channels])?,
-        rstd: tensor(rstd, &[channels])?,
-    })
+    let (y, yp) = cx.output(x.numel(), x.dtype())?;
+    bn::batch_norm_apply(&cx.gpu, xp, mp, rp, f.wp, f.bp, yp, shape, launch)?;
+    f.finish(y)
 }
 
 /// The backward of [`batch_norm`] (`training`: through the batch statistics).
@@ -359,31 +433,37 @@ pub fn batch_norm_backward(
     training: bool,
     want: Want,
 ) -> Result<NormGrads> {
-    let dt = x.dtype();
-    let xd = cx.input(x)?;
-    let gd = grad_in(cx, g, dt)?;
-    let (_w, wp) = opt_input(cx, w, dt)?;
-    let (md, rd) = (cx.view(mean)?, cx.view(rstd)?);
+    if batch * spatial == 0 {
+        // An empty batch (eval only; the launcher refuses it): dx is empty, dweight and dbias
+        // are sums over nothing, as on the CPU.
+        let zeros = |want: bool, len: usize| -> Result<Option<Storage>> {
+            want.then(|| cx.zeros(len, x.dtype()).map(|z| z.0))
+                .transpose()
+        };
+        return Ok((
+            wrap(zeros(want.x, x.numel())?, x.shape())?,
+            wrap_like(zeros(want.weight, channels)?, w)?,
+            wrap_like(zeros(want.bias, channels)?, b)?,
+        ));
+    }
+    let k = Back::new(cx, x, g, w, mean, rstd, channels, want)?;
     let (_m1, m1) = cx.output(channels, DType::F32)?;
     let (_m2, m2) = cx.output(channels, DType::F32)?;
-    let (dx, dxp) = opt_output(cx, want.x, x.numel(), dt)?;
-    let (dw, dwp) = opt_output(cx, want.weight, channels, dt)?;
-    let (db, dbp) = opt_output(cx, want.bias, channels, dt)?;
     bn::batch_norm_backward(
         &cx.gpu,
-        xd.ptr,
-        gd.ptr,
-        wp,
-        md.ptr,
-        rd.ptr,
+        k.x.ptr,
+        k.g.ptr,
+        k.wp,
+        k.mean.ptr,
+        k.rstd.ptr,
         m1,
         m2,
-        dxp,
-        dwp,
-        dbp,
+        k.dxp,
+        k.dwp,
+        k.dbp,
         (batch, channels, spatial),
         training,
         bn::BatchNormLaunch::default(),
     )?;
-    Ok((wrap(dx, x.shape())?, wrap_like(dw, w)?, wrap_like(db, b)?))
+    k.finish(x, w, b)
 }

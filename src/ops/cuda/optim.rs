@@ -96,6 +96,7 @@ impl StateBuf {
         let mut out = vec![T::default(); p.len];
         if p.len > 0 {
             let gpu = self.0.gpu();
+            crate::cuda::devices::bind(gpu, self.ordinal())?;
             // SAFETY: `out` holds exactly the buffer's bytes; the stream is synchronised below,
             // before `out` is read or dropped.
             unsafe {
@@ -154,6 +155,7 @@ pub fn copy(gpu: &Gpu, src: Ptr, dst: Ptr, n: usize) -> Result<()> {
     if bytes == 0 {
         return Ok(());
     }
+    current(gpu)?;
     // SAFETY: both ranges hold `bytes` bytes (checked above) of live device buffers kept by the
     // caller until this copy is queued; later frees are stream-ordered after it.
     unsafe {
@@ -172,9 +174,18 @@ fn memset0(gpu: &Gpu, p: Ptr) -> Result<()> {
     if bytes == 0 {
         return Ok(());
     }
+    current(gpu)?;
     // SAFETY: `p` addresses `bytes` bytes of a block the caller owns.
     unsafe { cudarc::driver::result::memset_d8_async(p.addr, 0, bytes, gpu.stream().cu_stream()) }
         .map_err(|e| Error::msg(format!("zero-filling {bytes} bytes of device state: {e}")))
+}
+
+/// Makes `gpu`'s context current on this thread: the raw driver calls here run on the legacy
+/// default stream, which is the current context's.
+fn current(gpu: &Gpu) -> Result<()> {
+    gpu.context()
+        .bind_to_thread()
+        .map_err(|e| Error::msg(format!("making a GPU context current failed: {e}")))
 }
 
 /// One f32 element of a small scalar scratch.
@@ -350,31 +361,15 @@ pub fn ema_update(cx: &OnCuda, shadow: &StateBuf, p: &Tensor, one_minus: f32) ->
     let d = StateBuf::uninit(cx, n, DType::F32)?;
     let out = StateBuf::uninit(cx, n, DType::F32)?;
     if n > 0 {
-        let full = Reach::Full;
-        ew::binary(
-            g,
-            Binary::Sub,
-            shadow.ptr(),
-            full,
-            p32.ptr(),
-            full,
-            d.ptr(),
-            n,
-            l,
-        )?;
+        // s − `x` into `into`.
+        let shadow_minus = |x, into| {
+            let full = Reach::Full;
+            ew::binary(g, Binary::Sub, shadow.ptr(), full, x, full, into, n, l)
+        };
+        shadow_minus(p32.ptr(), d.ptr())?;
         // (s − p)·(1 − decay) into p32's buffer (no longer needed).
         ew::affine(g, d.ptr(), p32.ptr(), n, one_minus as f64, 0.0, l)?;
-        ew::binary(
-            g,
-            Binary::Sub,
-            shadow.ptr(),
-            full,
-            p32.ptr(),
-            full,
-            out.ptr(),
-            n,
-            l,
-        )?;
+        shadow_minus(p32.ptr(), out.ptr())?;
     }
     Ok(out)
 }

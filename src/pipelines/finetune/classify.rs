@@ -294,6 +294,7 @@ pub fn finetune(opts: &FinetuneOptions) -> Result<FinetuneSummary> {
         true,
     )?;
     crate::nn::move_to(&encoder.parameters(), opts.device)?;
+    crate::nn::move_buffers_to(&encoder.buffers(), opts.device)?;
     crate::nn::move_to(&head.parameters(), opts.device)?;
     create_out(&opts.out)?;
     let mut metrics = MetricsLog::create(&opts.out)?;

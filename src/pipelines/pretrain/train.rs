@@ -194,6 +194,7 @@ impl PretrainModel {
             method,
         };
         crate::nn::move_to(&model.named_parameters(), opts.device)?;
+        crate::nn::move_buffers_to(&model.image.buffers(), opts.device)?;
         Ok(model)
     }
 
