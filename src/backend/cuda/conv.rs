@@ -346,10 +346,15 @@ fn empty(geom: &Conv2dGeom) -> bool {
     geom.n * geom.p() == 0 || geom.o == 0
 }
 
-/// The geometry's own consistency: groups divide C and O, strides/dilations/kernel >= 1 and
-/// OH/OW as PyTorch computes them.
 fn validate(geom: &Conv2dGeom) -> Result<()> {
-    let bad = |why: String| Err(Error::msg(format!("{OP}: {why}")));
+    validate_geometry(OP, geom)
+}
+
+/// The geometry's own consistency: groups divide C and O, strides/dilations/kernel >= 1 and
+/// OH/OW as PyTorch computes them; errors start with `op` (the forward's and the backward's
+/// launches share it).
+pub fn validate_geometry(op: &str, geom: &Conv2dGeom) -> Result<()> {
+    let bad = |why: String| Err(Error::msg(format!("{op}: {why}")));
     if geom.groups == 0
         || !geom.c.is_multiple_of(geom.groups)
         || !geom.o.is_multiple_of(geom.groups)

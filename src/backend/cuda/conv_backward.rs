@@ -35,55 +35,7 @@ pub fn col_len(geom: &Conv2dGeom) -> usize {
 /// The geometry's own consistency (groups divide C and O, kernel/stride/dilation >= 1, OH/OW
 /// as PyTorch computes them) and the kernels' 32-bit limits.
 fn validate(geom: &Conv2dGeom) -> Result<()> {
-    let bad = |why: String| Err(Error::msg(format!("{OP}: {why}")));
-    if geom.groups == 0
-        || !geom.c.is_multiple_of(geom.groups)
-        || !geom.o.is_multiple_of(geom.groups)
-    {
-        return bad(format!(
-            "groups = {} must divide C = {} and O = {}",
-            geom.groups, geom.c, geom.o
-        ));
-    }
-    let ones = [
-        geom.kh,
-        geom.kw,
-        geom.stride.0,
-        geom.stride.1,
-        geom.dilation.0,
-        geom.dilation.1,
-    ];
-    if ones.contains(&0) {
-        return bad(format!(
-            "kernel {}x{}, stride {:?} and dilation {:?} must be >= 1",
-            geom.kh, geom.kw, geom.stride, geom.dilation
-        ));
-    }
-    let out = |len: usize, pad: usize, d: usize, k: usize, s: usize| {
-        (len + 2 * pad)
-            .checked_sub(d * (k - 1) + 1)
-            .map(|v| v / s + 1)
-    };
-    let oh = out(
-        geom.h,
-        geom.padding.0,
-        geom.dilation.0,
-        geom.kh,
-        geom.stride.0,
-    );
-    let ow = out(
-        geom.w,
-        geom.padding.1,
-        geom.dilation.1,
-        geom.kw,
-        geom.stride.1,
-    );
-    if oh != Some(geom.oh) || ow != Some(geom.ow) {
-        return bad(format!(
-            "output {}x{} does not match input {}x{}, kernel {}x{}, stride {:?}, padding {:?}, dilation {:?}",
-            geom.oh, geom.ow, geom.h, geom.w, geom.kh, geom.kw, geom.stride, geom.padding, geom.dilation
-        ));
-    }
+    super::conv::validate_geometry(OP, geom)?;
     for (what, v) in [
         ("H*W", geom.h * geom.w),
         ("OH*OW", geom.p()),
