@@ -1,7 +1,7 @@
 //! The CUDA backend's launch functions (feature `cuda`): one file per kernels/*.cu, each function
 //! checking its buffers and shape, choosing the launch shape of the kernel's launch contract and
 //! queuing the kernel on the device's stream (no synchronisation). The GPU tests (tests/gpu) and
-//! benches (benches/gpu) launch through these, as the tensor runtime will.
+//! benches (benches/gpu) launch through these, as the tensor runtime's ops (src/ops/cuda) do.
 
 pub mod adamw;
 pub mod attention;

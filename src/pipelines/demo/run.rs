@@ -47,9 +47,9 @@ pub fn run_demo(opts: &DemoOptions) -> Result<Value> {
     let out = absolute(&opts.out)?;
     let p = &opts.preset;
     claim_folder(&out, p, opts.seed)?;
-    if p.name == "full" && !opts.quiet {
+    if p.name == "full" && !opts.quiet && opts.device == Device::Cpu {
         eprintln!(
-            "note: the full preset is sized for one GPU; this build runs on the CPU, where it takes many hours (--preset quick: minutes)"
+            "note: the full preset is sized for one GPU; on the CPU it takes many hours (--preset quick: minutes; --device cuda with a `--features cuda` build)"
         );
     }
     let mut stages = Stages::new(&out, 9, opts.quiet)?;
