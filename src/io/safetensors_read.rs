@@ -121,7 +121,9 @@ impl TensorFile {
         })?;
         let storage = match MappedBytes::new(self.map.clone(), info.start, info.byte_len, dtype) {
             Some(m) => CpuStorage::Mapped(m),
-            None => copy_bytes(&self.map[info.start..info.start + info.byte_len], dtype),
+            None => {
+                CpuStorage::from_le_bytes(&self.map[info.start..info.start + info.byte_len], dtype)
+            }
         };
         Tensor::from_storage(Storage::Cpu(storage), Layout::contiguous(&info.shape))
             .map_err(|e| e.context(format!("{}: tensor `{name}`", self.path.display())))
@@ -145,24 +147,6 @@ impl TensorFile {
             ));
         }
         self.load_as(name, dtype)
-    }
-}
-
-/// Copies little-endian bytes into owned storage of `dtype` (for unaligned data).
-fn copy_bytes(bytes: &[u8], dtype: DType) -> CpuStorage {
-    fn read<T: bytemuck::Pod>(bytes: &[u8]) -> Vec<T> {
-        let mut v = vec![T::zeroed(); bytes.len() / std::mem::size_of::<T>()];
-        bytemuck::cast_slice_mut::<T, u8>(&mut v).copy_from_slice(bytes);
-        v
-    }
-    match dtype {
-        DType::F64 => CpuStorage::F64(read(bytes)),
-        DType::F32 => CpuStorage::F32(read(bytes)),
-        DType::F16 => CpuStorage::F16(read(bytes)),
-        DType::BF16 => CpuStorage::BF16(read(bytes)),
-        DType::I64 => CpuStorage::I64(read(bytes)),
-        DType::I32 => CpuStorage::I32(read(bytes)),
-        DType::U8 => CpuStorage::U8(bytes.to_vec()),
     }
 }
 

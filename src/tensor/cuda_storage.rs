@@ -7,7 +7,6 @@ use super::{CpuStorage, DType};
 use crate::cuda::gpu::{address, Ptr};
 use crate::cuda::{Block, Gpu};
 use crate::error::{Error, Result};
-use half::{bf16, f16};
 use std::sync::{Arc, OnceLock};
 
 pub struct CudaStorage {
@@ -101,20 +100,6 @@ impl CudaStorage {
                     ))
                 })?;
         }
-        Ok(from_bytes(&bytes, self.dtype))
-    }
-}
-
-/// Typed CPU storage from little-endian bytes of `dtype`.
-fn from_bytes(bytes: &[u8], dtype: DType) -> CpuStorage {
-    use bytemuck::pod_collect_to_vec as cast;
-    match dtype {
-        DType::F64 => CpuStorage::F64(cast::<u8, f64>(bytes)),
-        DType::F32 => CpuStorage::F32(cast::<u8, f32>(bytes)),
-        DType::F16 => CpuStorage::F16(cast::<u8, f16>(bytes)),
-        DType::BF16 => CpuStorage::BF16(cast::<u8, bf16>(bytes)),
-        DType::I64 => CpuStorage::I64(cast::<u8, i64>(bytes)),
-        DType::I32 => CpuStorage::I32(cast::<u8, i32>(bytes)),
-        DType::U8 => CpuStorage::U8(bytes.to_vec()),
+        Ok(CpuStorage::from_le_bytes(&bytes, self.dtype))
     }
 }

@@ -368,6 +368,25 @@ impl CpuStorage {
         }
     }
 
+    /// Storage of `dtype` copied from little-endian bytes (a file's unaligned tensor, a device
+    /// buffer read back); `bytes.len()` must be a multiple of the element size.
+    pub fn from_le_bytes(bytes: &[u8], dtype: DType) -> CpuStorage {
+        fn read<T: bytemuck::Pod>(bytes: &[u8]) -> Vec<T> {
+            let mut v = vec![T::zeroed(); bytes.len() / std::mem::size_of::<T>()];
+            bytemuck::cast_slice_mut::<T, u8>(&mut v).copy_from_slice(bytes);
+            v
+        }
+        match dtype {
+            DType::F64 => CpuStorage::F64(read(bytes)),
+            DType::F32 => CpuStorage::F32(read(bytes)),
+            DType::F16 => CpuStorage::F16(read(bytes)),
+            DType::BF16 => CpuStorage::BF16(read(bytes)),
+            DType::I64 => CpuStorage::I64(read(bytes)),
+            DType::I32 => CpuStorage::I32(read(bytes)),
+            DType::U8 => CpuStorage::U8(bytes.to_vec()),
+        }
+    }
+
     /// Raw little-endian bytes of the whole storage (for saving).
     pub fn as_bytes(&self) -> &[u8] {
         each_slice!(self.slice(), s => bytemuck::cast_slice(s))
