@@ -94,7 +94,7 @@ fn device_copies_match_the_cpu() {
     let before = fallback_count("ContiguousBack") + fallback_count("CatBack");
     for dt in ALL_DTYPES {
         let a = ramp(&[4, 6, 5], dt);
-        let b = ramp(&[4, 3, 5], dt).affine_or_self();
+        let b = mirrored(ramp(&[4, 3, 5], dt));
         let (da, db) = (a.to_device(CUDA0).unwrap(), b.to_device(CUDA0).unwrap());
         // contiguous of a permuted view
         let want = a.permute(&[2, 0, 1]).unwrap().contiguous().unwrap();
@@ -117,19 +117,14 @@ fn device_copies_match_the_cpu() {
     assert_eq!(before, after, "contiguous/cat took the host fallback");
 }
 
-/// A distinct second operand (integers stay integers).
-trait AffineOrSelf {
-    fn affine_or_self(self) -> Tensor;
-}
-impl AffineOrSelf for Tensor {
-    fn affine_or_self(self) -> Tensor {
-        let dt = self.dtype();
-        let v: Vec<f64> = self.to_vec_f64().iter().map(|x| 250.0 - x).collect();
-        Tensor::from_vec(v, self.shape())
-            .unwrap()
-            .to_dtype(dt)
-            .unwrap()
-    }
+/// A distinct second operand: 250 - x (exact in every dtype; integers stay integers).
+fn mirrored(t: Tensor) -> Tensor {
+    let dt = t.dtype();
+    let v: Vec<f64> = t.to_vec_f64().iter().map(|x| 250.0 - x).collect();
+    Tensor::from_vec(v, t.shape())
+        .unwrap()
+        .to_dtype(dt)
+        .unwrap()
 }
 
 #[test]
